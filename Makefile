@@ -1,0 +1,84 @@
+# conprof build. `make` builds the agent; `make demo` records the bundled demo; `make test` runs
+# every test (unit, fuzz smoke runs, end-to-end); `make bench` prints the speed figures.
+CC      ?= gcc
+CLANG   ?= clang
+BUILD   := build
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing -Isampler
+LDLIBS  := -lelf -lz -ljansson
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SAMPLER_SRCS := $(sort $(wildcard sampler/*.c))
+AGENT_SRCS   := $(sort $(wildcard agent/*.c))
+UNIT_SRCS    := $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRCS    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+BENCH_SRCS   := $(sort $(wildcard tests/bench/bench_*.c))
+
+SAMPLER_OBJS := $(SAMPLER_SRCS:%.c=$(BUILD)/%.o)
+AGENT_OBJS   := $(AGENT_SRCS:%.c=$(BUILD)/%.o)
+LIB          := $(BUILD)/libconprof_sampler.a
+AGENT        := $(BUILD)/conprof-agent
+UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
+FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+BENCH_BINS   := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps demo test unit fuzz-smoke fuzz e2e bench offsets format clean
+all: $(AGENT)
+
+deps:
+	@deploy/install-deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard sampler/*.h agent/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(SAMPLER_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(AGENT): $(AGENT_OBJS) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(AGENT_OBJS) $(LIB) $(LDLIBS)
+
+# Unit tests: cmocka, built with ASan/UBSan against the sampler sources.
+$(BUILD)/unit/%: tests/unit/%.c $(SAMPLER_SRCS) $(wildcard sampler/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -Itests/unit -o $@ $< $(SAMPLER_SRCS) $(LDLIBS) -lcmocka
+
+# Fuzz targets: libFuzzer + ASan/UBSan (clang).
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SAMPLER_SRCS) $(wildcard sampler/*.h)
+	@mkdir -p $(dir $@)
+	$(CLANG) -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ $< $(SAMPLER_SRCS) $(LDLIBS)
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+demo: deps $(AGENT)
+	@demo/run-demo.sh
+
+unit: $(UNIT_BINS)
+fuzz-smoke: $(FUZZ_BINS)
+e2e: $(AGENT)
+
+# Everything, then one closing line "N passed, N failed".
+test: deps $(AGENT) $(UNIT_BINS) $(FUZZ_BINS)
+	@tests/run-all.sh
+
+# Long fuzzing runs (FUZZ_SECONDS each, default 600).
+fuzz: deps $(FUZZ_BINS)
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh
+
+bench: deps $(AGENT) $(BENCH_BINS)
+	@tests/bench/run.sh
+
+# Regenerate sampler/pyoffsets_generated.c from the installed CPython headers.
+offsets:
+	tools/gen_offsets/gen_offsets.sh > sampler/pyoffsets_generated.c.new && \
+	    mv sampler/pyoffsets_generated.c.new sampler/pyoffsets_generated.c
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)

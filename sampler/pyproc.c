@@ -1,0 +1,400 @@
+/* pyproc: finding a CPython interpreter inside another process.
+ *
+ * The interpreter is wherever _PyRuntime is: in libpython*.so for shared builds (pyenv), in the
+ * executable for static ones (Debian's /usr/bin/python3.11). We prefer libpython, as a shared
+ * build's executable is a thin launcher. Files are opened as the target sees them: the executable
+ * through /proc/PID/exe, other files through /proc/PID/root/<path> (a container's own root), and
+ * /proc/PID/map_files/<range> as a last resort (deleted or replaced files).
+ *
+ * The version decides the offsets, so it is taken from the most trustworthy source available:
+ * the _Py_DebugOffsets header at the start of _PyRuntime (3.13+), the Py_Version constant in the
+ * target's memory (3.11+), then PY_VERSION as a NUL-delimited string in the binary's bytes, whose
+ * minor must agree with the file name when the name has one. Whatever the source, the offsets are
+ * then checked against the live structures (the first thread state must point back at the
+ * interpreter), so a wrong guess is an error, not garbage stacks.
+ */
+#include "pyproc.h"
+
+#include "elf_symbols.h"
+#include "proc_maps.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SYM_RUNTIME, SYM_VERSION, SYM_NONE, SYM_CODE_TYPE, SYM_COUNT };
+
+struct candidate {
+    const struct proc_map *map; /* the file's lowest mapping */
+    char open_path[PATH_MAX + 64];
+    struct elf_info elf;
+    struct elf_wanted_symbol syms[SYM_COUNT];
+};
+
+static void comm_of(pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fgets(buf, (int)size, f))
+        buf[strcspn(buf, "\n")] = '\0';
+    fclose(f);
+}
+
+void pyproc_read_error(const struct py_proc *p, int errnum, const char *what, struct cp_err *err)
+{
+    if (errnum == EPERM || errnum == EACCES)
+        cp_err_set(err, CP_ERR_PERM,
+                   "cannot read the memory of process %d (%s): permission denied; run conprof as "
+                   "the target's user or with CAP_SYS_PTRACE (e.g. as root), and check "
+                   "kernel.yama.ptrace_scope",
+                   (int)p->pid, what);
+    else if (errnum == ESRCH)
+        cp_err_set(err, CP_ERR_NOPROC, "process %d exited", (int)p->pid);
+    else
+        cp_err_set(err, CP_ERR_INVALID, "cannot read %s in process %d: %s", what, (int)p->pid,
+                   strerror(errnum));
+}
+
+/* Field 22 of /proc/PID/stat (the start time), after the parenthesised command (which may hold
+ * spaces); *state gets field 3 ('R', 'S', 'Z', ...). */
+static int read_stat(pid_t pid, uint64_t *out, char *state)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    text[n] = '\0';
+    char *p = strrchr(text, ')');
+    if (!p)
+        return -1;
+    /* after ") " come fields 3.. ; start time is field 22 */
+    p++;
+    if (state)
+        *state = p[0] == ' ' ? p[1] : '?';
+    for (int field = 2; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    if (!p)
+        return -1;
+    *out = strtoull(p + 1, NULL, 10);
+    return 0;
+}
+
+/* The last NSpid entry of /proc/PID/status: the pid inside the target's own namespace. */
+static pid_t read_nspid(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    pid_t ns = pid;
+    if (!f)
+        return ns;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "NSpid:", 6) != 0)
+            continue;
+        char *tok = strtok(line + 6, " \t\n");
+        while (tok) {
+            ns = (pid_t)atoi(tok);
+            tok = strtok(NULL, " \t\n");
+        }
+        break;
+    }
+    fclose(f);
+    return ns;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* 3 and X from ".../libpython3.X..." or ".../python3.X"; -1 when the name has no version. */
+static int minor_from_name(const char *path)
+{
+    const char *b = base_name(path);
+    if (strncmp(b, "lib", 3) == 0)
+        b += 3;
+    if (strncmp(b, "python3.", 8) != 0 || !isdigit((unsigned char)b[8]))
+        return -1;
+    return atoi(b + 8);
+}
+
+static bool is_libpython(const char *path)
+{
+    const char *b = base_name(path);
+    return strncmp(b, "libpython3", 10) == 0 && strstr(b, ".so") != NULL;
+}
+
+static const struct proc_map *first_mapping_of(const struct proc_maps *maps, const char *path)
+{
+    const struct proc_map *best = NULL;
+    for (size_t i = 0; i < maps->count; i++) {
+        const struct proc_map *m = &maps->maps[i];
+        if (strcmp(m->path, path) == 0 && (!best || m->offset < best->offset))
+            best = m;
+    }
+    return best;
+}
+
+static int load_candidate(pid_t pid, const struct proc_map *map, bool is_exe, struct candidate *c,
+                          struct cp_err *err)
+{
+    static const char *const names[SYM_COUNT] = {"_PyRuntime", "Py_Version", "_Py_NoneStruct",
+                                                 "PyCode_Type"};
+    memset(c, 0, sizeof *c);
+    c->map = map;
+    for (int i = 0; i < SYM_COUNT; i++)
+        c->syms[i].name = names[i];
+    const char *tries[3];
+    char root_path[PATH_MAX + 64], files_path[128], exe_path[64];
+    int ntries = 0;
+    snprintf(exe_path, sizeof exe_path, "/proc/%d/exe", (int)pid);
+    snprintf(root_path, sizeof root_path, "/proc/%d/root%s", (int)pid, map->path);
+    snprintf(files_path, sizeof files_path, "/proc/%d/map_files/%llx-%llx", (int)pid,
+             (unsigned long long)map->start, (unsigned long long)map->end);
+    if (is_exe)
+        tries[ntries++] = exe_path;
+    tries[ntries++] = root_path;
+    tries[ntries++] = files_path;
+    for (int i = 0; i < ntries; i++) {
+        if (elf_symbols_read_file(tries[i], &c->elf, c->syms, SYM_COUNT, err) == 0) {
+            snprintf(c->open_path, sizeof c->open_path, "%s", tries[i]);
+            return 0;
+        }
+        if (err->code == CP_ERR_INVALID)
+            return -1; /* the file is there but is not a usable ELF: say so */
+    }
+    return -1;
+}
+
+/* Finds PY_VERSION ("3.X.Y", NUL on both sides) among the bytes of the binary. */
+static uint32_t version_from_file_bytes(const char *path, int minor_hint)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    uint32_t found = 0;
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < (1LL << 31)) {
+        const char *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (data != MAP_FAILED) {
+            for (int minor = 7; minor <= 13 && !found; minor++) {
+                if (minor_hint >= 0 && minor != minor_hint)
+                    continue;
+                char needle[16];
+                int nlen = snprintf(needle, sizeof needle, "%c3.%d.", '\0', minor);
+                const char *p = data, *end = data + st.st_size;
+                while (!found && (p = memmem(p, (size_t)(end - p), needle, (size_t)nlen))) {
+                    const char *q = p + nlen;
+                    int micro = 0, digits = 0;
+                    while (q < end && isdigit((unsigned char)*q) && digits < 3)
+                        micro = micro * 10 + (*q++ - '0'), digits++;
+                    if (digits > 0 && q < end && *q == '\0')
+                        found = PY_HEX(3, minor, micro);
+                    p += 1;
+                }
+            }
+            munmap((void *)data, (size_t)st.st_size);
+        }
+    }
+    close(fd);
+    return found;
+}
+
+static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t bias,
+                          struct cp_err *err)
+{
+    char cookie[8];
+    if (mem_read(&p->mem, p->runtime_addr, cookie, sizeof cookie) < 0) {
+        pyproc_read_error(p, errno, "_PyRuntime", err);
+        return -1;
+    }
+    if (memcmp(cookie, "xdebugpy", 8) == 0)
+        return py_offsets_from_debug(&p->mem, p->runtime_addr, &p->off, &p->version_hex, err);
+
+    const struct elf_wanted_symbol *ver = &c->syms[SYM_VERSION];
+    uint64_t hex = 0;
+    if (ver->found && mem_read(&p->mem, bias + ver->value, &hex, sizeof hex) == 0 &&
+        (hex >> 24) == 3) {
+        p->version_hex = (uint32_t)hex;
+    } else {
+        int minor = minor_from_name(c->map->path);
+        p->version_hex = version_from_file_bytes(c->open_path, minor);
+        if (!p->version_hex && minor >= 0)
+            p->version_hex = PY_HEX(3, minor, 0); /* the micro is unknown: the minor's table */
+        if (!p->version_hex) {
+            cp_err_set(err, CP_ERR_NOTPYTHON,
+                       "cannot tell the Python version of process %d: no Py_Version symbol, no "
+                       "version string and no version in the file name %s",
+                       (int)p->pid, c->map->path);
+            return -1;
+        }
+    }
+    const struct py_offsets *off = py_offsets_for_version(p->version_hex);
+    if (!off) {
+        char v[24];
+        cp_err_set(err, CP_ERR_UNSUPPORTED,
+                   "Python %s (process %d) is not supported: conprof reads CPython 3.7.4 to 3.13",
+                   py_version_str(p->version_hex, v, sizeof v), (int)p->pid);
+        return -1;
+    }
+    p->off = *off;
+    return 0;
+}
+
+int pyproc_read_interp(struct py_proc *p, struct cp_err *err)
+{
+    uint64_t interp = 0;
+    if (mem_read_u64(&p->mem, p->runtime_addr + (uint64_t)p->off.runtime_interpreters_head,
+                     &interp) < 0) {
+        pyproc_read_error(p, errno, "_PyRuntime.interpreters.head", err);
+        return -1;
+    }
+    if (!interp) {
+        cp_err_set(err, CP_ERR_NOTPYTHON,
+                   "the Python interpreter of process %d is not initialized (starting or exiting)",
+                   (int)p->pid);
+        return -1;
+    }
+    uint64_t tstate = 0, back = 0;
+    if (mem_read_u64(&p->mem, interp + (uint64_t)p->off.interp_tstate_head, &tstate) < 0) {
+        pyproc_read_error(p, errno, "the interpreter state", err);
+        return -1;
+    }
+    if (tstate && (mem_read_u64(&p->mem, tstate + (uint64_t)p->off.tstate_interp, &back) < 0 ||
+                   back != interp)) {
+        cp_err_set(err, CP_ERR_UNSUPPORTED,
+                   "Python %s in process %d does not have the memory layout conprof expects for "
+                   "this version (a custom or debug build?)",
+                   p->version, (int)p->pid);
+        return -1;
+    }
+    p->interp_addr = interp;
+    return 0;
+}
+
+static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps,
+                                 struct candidate *c, struct cp_err *err)
+{
+    char exe[PATH_MAX], link[64];
+    snprintf(link, sizeof link, "/proc/%d/exe", (int)p->pid);
+    ssize_t n = readlink(link, exe, sizeof exe - 1);
+    if (n < 0) {
+        if (errno == EACCES || errno == EPERM) {
+            pyproc_read_error(p, errno, "/proc/PID/exe", err);
+            return -1;
+        }
+        exe[0] = '\0';
+    } else {
+        exe[n] = '\0';
+        char *del = strstr(exe, " (deleted)");
+        if (del && del[10] == '\0')
+            *del = '\0';
+    }
+    /* libpython first, then the executable */
+    const struct proc_map *lib = NULL, *exe_map = NULL;
+    for (size_t i = 0; i < maps->count && !lib; i++)
+        if (is_libpython(maps->maps[i].path))
+            lib = first_mapping_of(maps, maps->maps[i].path);
+    if (exe[0])
+        exe_map = first_mapping_of(maps, exe);
+    struct cp_err lib_err = {0};
+    if (lib && load_candidate(p->pid, lib, false, c, &lib_err) == 0 && c->syms[SYM_RUNTIME].found) {
+        p->shared_libpython = true;
+        return 0;
+    }
+    if (exe_map && load_candidate(p->pid, exe_map, true, c, err) == 0 &&
+        c->syms[SYM_RUNTIME].found)
+        return 0;
+    char comm[64];
+    comm_of(p->pid, comm, sizeof comm);
+    cp_err_set(err, CP_ERR_NOTPYTHON,
+               "process %d (%s) is not a Python process conprof can read: looked for a "
+               "libpython3*.so mapping and for the _PyRuntime symbol in %s%s%s",
+               (int)p->pid, comm, lib ? lib->path : "its executable",
+               lib ? " and in " : "", lib ? (exe[0] ? exe : "the executable") : (exe[0] ? exe : ""));
+    return -1;
+}
+
+int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err)
+{
+    memset(p, 0, sizeof *p);
+    p->pid = pid;
+    procmem_init(&p->procmem, pid, &p->mem);
+    char state;
+    if (pid <= 0 || read_stat(pid, &p->start_time, &state) < 0 || state == 'Z') {
+        cp_err_set(err, CP_ERR_NOPROC, "no process with pid %d", (int)pid);
+        return -1;
+    }
+    p->nspid = read_nspid(pid);
+    struct proc_maps maps = {0};
+    if (proc_maps_read(pid, &maps, err) < 0)
+        return -1;
+    struct candidate *c = malloc(sizeof *c);
+    int rc = -1;
+    if (!c) {
+        cp_err_set(err, CP_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (find_interpreter_file(p, &maps, c, err) < 0)
+        goto out;
+    uint64_t bias;
+    if (elf_symbols_load_bias(&c->elf, c->map, &bias) < 0) {
+        cp_err_set(err, CP_ERR_NOTPYTHON, "cannot place %s in the memory of process %d",
+                   c->map->path, (int)pid);
+        goto out;
+    }
+    snprintf(p->binary, sizeof p->binary, "%s", c->map->path);
+    p->runtime_addr = bias + c->syms[SYM_RUNTIME].value;
+    p->none_addr = c->syms[SYM_NONE].found ? bias + c->syms[SYM_NONE].value : 0;
+    p->code_type_addr = c->syms[SYM_CODE_TYPE].found ? bias + c->syms[SYM_CODE_TYPE].value : 0;
+    if (detect_version(p, c, bias, err) < 0)
+        goto out;
+    py_version_str(p->version_hex, p->version, sizeof p->version);
+    rc = pyproc_read_interp(p, err);
+out:
+    free(c);
+    proc_maps_free(&maps);
+    return rc;
+}
+
+int pyproc_attach_wait(pid_t pid, int timeout_ms, struct py_proc *p, struct cp_err *err)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (pyproc_attach(pid, p, err) == 0)
+            return 0;
+        if (err->code != CP_ERR_NOTPYTHON)
+            return -1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= timeout_ms)
+            return -1;
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
+}
+
+bool pyproc_alive(const struct py_proc *p)
+{
+    uint64_t start;
+    char state;
+    return read_stat(p->pid, &start, &state) == 0 && start == p->start_time && state != 'Z';
+}
