@@ -5,7 +5,8 @@
  * the table only adds to its counters (no allocation on that path); a new stack copies its frames
  * into an arena. Iteration order is insertion order. agg_reset() empties the stacks (keeping frames
  * and strings, so ids stay valid across periods); agg_free() releases everything.
- * Not thread-safe.
+ * Frame ids run 1..nframes. agg_add() refuses depth 0, depth > AGG_MAX_DEPTH and frame ids that
+ * were not handed out. Not thread-safe.
  */
 #ifndef CONPROF_AGGREGATE_H
 #define CONPROF_AGGREGATE_H
@@ -14,6 +15,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* PYSTACK_MAX_DEPTH (4096) Python frames plus the sampler's synthetic thread frame. */
+#define AGG_MAX_DEPTH 4097u
 
 enum agg_dimension {
     AGG_CPU = 0,
@@ -36,7 +40,7 @@ struct agg_stack {
 
 struct agg {
     struct strtab strings;
-    struct agg_frame *frames; /* index = frame id; frames[0] unused */
+    struct agg_frame *frames; /* index = frame id; frames[0] unused, ids 1..nframes */
     uint32_t nframes, frames_cap;
     uint32_t *frame_slots;    /* hash of frames: slot -> id, 0 = empty */
     uint32_t frame_nslots;
@@ -44,7 +48,7 @@ struct agg {
     size_t arena_len, arena_cap;
     struct agg_stack *stacks;
     uint32_t nstacks, stacks_cap;
-    uint32_t *stack_slots;    /* hash of stacks: slot -> index + 1, 0 = empty */
+    uint64_t *stack_slots;    /* hash of stacks: slot -> hash << 32 | (index + 1), 0 = empty */
     uint32_t stack_nslots;
     uint64_t total_samples;
     int64_t total_cpu_ns, total_wall_ns;

@@ -1,4 +1,3 @@
-#define _GNU_SOURCE
 #include "procmem.h"
 
 #include <errno.h>
@@ -26,6 +25,8 @@ static int procmem_readv(void *ctx, const struct mem_range *ranges, int n)
 {
     struct procmem *pm = ctx;
     struct iovec local[PROCMEM_MAX_IOV], remote[PROCMEM_MAX_IOV];
+    if (n <= 0)
+        return 0;
     if (n > PROCMEM_MAX_IOV)
         n = PROCMEM_MAX_IOV;
     for (int i = 0; i < n; i++) {

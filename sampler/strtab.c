@@ -44,8 +44,7 @@ static uint64_t hash_bytes(const char *s, size_t len)
 static int alloc_slots(struct strtab *st, uint32_t nslots)
 {
     uint32_t *slots = calloc(nslots, sizeof *slots);
-    if (!slots)
-        return -1;
+    if (!slots) return -1;
     uint32_t mask = nslots - 1;
     for (uint32_t id = 1; id < st->count; id++) {
         uint32_t i = (uint32_t)hash_bytes(st->strings[id], st->lens[id]) & mask;
@@ -83,22 +82,18 @@ int strtab_init(struct strtab *st)
 static int reserve_one(struct strtab *st)
 {
     if (st->count >= st->cap) {
-        if (st->cap > UINT32_MAX / 2)
-            return -1;
+        if (st->cap > UINT32_MAX / 2) return -1;
         uint32_t cap = st->cap * 2;
         char **strings = realloc(st->strings, (size_t)cap * sizeof *strings);
-        if (!strings)
-            return -1;
+        if (!strings) return -1;
         st->strings = strings;
         uint32_t *lens = realloc(st->lens, (size_t)cap * sizeof *lens);
-        if (!lens)
-            return -1;
+        if (!lens) return -1;
         st->lens = lens;
         st->cap = cap;
     }
     if ((uint64_t)st->count * 10 >= (uint64_t)st->nslots * 7) {
-        if (st->nslots >= STRTAB_MAX_SLOTS)
-            return -1;
+        if (st->nslots >= STRTAB_MAX_SLOTS) return -1;
         return alloc_slots(st, st->nslots * 2);
     }
     return 0;
@@ -106,29 +101,24 @@ static int reserve_one(struct strtab *st)
 
 uint32_t strtab_intern(struct strtab *st, const char *s, size_t len)
 {
-    if (len == 0)
-        return 0;
-    if (len >= UINT32_MAX)
-        return STRTAB_NOMEM;
+    if (len == 0) return 0;
+    if (len >= UINT32_MAX) return STRTAB_NOMEM;
     uint64_t h = hash_bytes(s, len);
     uint32_t mask = st->nslots - 1;
     uint32_t i = (uint32_t)h & mask;
     for (uint32_t slot; (slot = st->slots[i]) != 0; i = (i + 1) & mask) {
         uint32_t id = slot - 1;
-        if (st->lens[id] == len && memcmp(st->strings[id], s, len) == 0)
-            return id;
+        if (st->lens[id] == len && memcmp(st->strings[id], s, len) == 0) return id;
     }
     uint32_t nslots_before = st->nslots;
-    if (reserve_one(st) < 0)
-        return STRTAB_NOMEM;
+    if (reserve_one(st) < 0) return STRTAB_NOMEM;
     if (st->nslots != nslots_before) { /* the table was rebuilt: find the new empty slot */
         mask = st->nslots - 1;
         for (i = (uint32_t)h & mask; st->slots[i]; i = (i + 1) & mask)
             ;
     }
     char *copy = malloc(len + 1);
-    if (!copy)
-        return STRTAB_NOMEM;
+    if (!copy) return STRTAB_NOMEM;
     memcpy(copy, s, len);
     copy[len] = '\0';
     uint32_t id = st->count++;

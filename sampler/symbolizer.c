@@ -128,7 +128,8 @@ int symbolizer_read_str(const struct memreader *mem, const struct py_offsets *of
         cp_err_set(err, CP_ERR_INVALID, "bad str kind %d", kind);
         return -1;
     }
-    if ((size_t)length > chars && outsize > 4 && (size_t)n + 3 < outsize) /* say it was cut */
+    bool cut_by_decoder = n >= 3 && memcmp(out + n - 3, "...", 3) == 0;
+    if ((size_t)length > chars && !cut_by_decoder && (size_t)n + 3 < outsize) /* say it was cut */
         memcpy(out + n, "...", 4);
     return 0;
 }

@@ -36,9 +36,20 @@
 #define FIELD_END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
 
-static void print_value(const char *name, long value) { printf("    .%s = %ld,\n", name, value); }
-static void print_none(const char *name) { printf("    .%s = PYOFF_NONE,\n", name); }
-static void print_word(const char *name, const char *word) { printf("    .%s = %s,\n", name, word); }
+static void print_value(const char *name, long value)
+{
+    printf("    .%s = %ld,\n", name, value);
+}
+
+static void print_none(const char *name)
+{
+    printf("    .%s = PYOFF_NONE,\n", name);
+}
+
+static void print_word(const char *name, const char *word)
+{
+    printf("    .%s = %s,\n", name, word);
+}
 
 #define OFF(name, type, field) print_value(name, (long)offsetof(type, field))
 

@@ -1,0 +1,32 @@
+"""A target that exits while it is being recorded: record writes what it has and exits 0."""
+import time
+
+import e2e_support as sup
+from e2e_support import Frame
+
+CODE = """\
+import time
+def spin_then_exit():
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end: pass  # LINE:spin
+spin_then_exit()  # LINE:call
+"""
+MARK = sup.source_line_markers(CODE)
+
+
+def test_target_exits_mid_record(agent, interp, tmp_path):
+    out = tmp_path / "exit.txt"
+    start = time.monotonic()
+    res = sup.run_agent(["record", "-q", "-o", out, "--dimension", "wall", "--",
+                         interp.path, "-c", CODE], timeout=60,
+                         env=sup.target_env())
+    assert res.returncode == 0, res.describe()
+    assert res.seconds < 1.5 + 5, "record took %.1f s for a 1.5 s target" % res.seconds
+    assert out.is_file() and out.stat().st_size > 0, "no profile written:\n" + res.describe()
+    stacks = sup.read_collapsed(out)
+    expected = [Frame("<module>", "<string>", MARK["call"]),
+                Frame("spin_then_exit", "<string>", MARK["spin"])]
+    value = sup.assert_dominant(stacks, expected, min_share=0.8)
+    assert value >= 1.0e6, "only %d us of wall time in the 1.5 s spin\n%s" % (
+        value, sup.describe_stacks(stacks))
+    assert time.monotonic() - start < 60
