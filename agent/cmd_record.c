@@ -320,6 +320,20 @@ static int write_profile(const struct record_args *a, const struct agg *agg,
     return rc;
 }
 
+/* The command we started outlives the recording only by accident: ask it to stop like Ctrl-C
+ * would, then insist after two seconds. */
+static void stop_child(pid_t child)
+{
+    kill(child, SIGINT);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(child, NULL, WNOHANG) == child)
+            return;
+        usleep(10 * 1000);
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+}
+
 static void install_signals(void)
 {
     struct sigaction sa = {0};
@@ -352,10 +366,8 @@ int cmd_record(int argc, char **argv)
     struct sampler_opts so = {.rate_hz = (int)a.rate, .thread_frames = a.threads};
     if (sampler_open(s, pid, &agg, &so, child ? 5000 : 0, &err) < 0) {
         rc = cli_fail(&err);
-        if (child) {
-            kill(child, SIGTERM);
-            waitpid(child, NULL, 0);
-        }
+        if (child)
+            stop_child(child);
         agg_free(&agg);
         free(s);
         return rc;
@@ -389,10 +401,8 @@ int cmd_record(int argc, char **argv)
     }
     if (rc == EXIT_OK && a.top > 0)
         summary_print_top(stdout, &agg, a.dim, (int)a.top);
-    if (child && !r.target_exited) {
-        kill(child, SIGINT);
-        waitpid(child, NULL, 0);
-    }
+    if (child && !r.target_exited)
+        stop_child(child);
     sampler_close(s);
     free(s);
     agg_free(&agg);

@@ -183,6 +183,40 @@ static int load_candidate(pid_t pid, const struct proc_map *map, bool is_exe, st
     return -1;
 }
 
+/* Finds "3.X.Y (" in the target's copy of the binary's .bss, where Py_GetVersion() keeps the
+ * sys.version text it formatted at start-up. minor_hint < 0 accepts any 3.7-3.13 minor. */
+static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, uint64_t bias,
+                                 int minor_hint)
+{
+    enum { CHUNK = 64 * 1024, MAX_BSS = 4 * 1024 * 1024 };
+    if (!elf->bss_addr || !elf->bss_size || elf->bss_size > MAX_BSS)
+        return 0;
+    char *buf = malloc(CHUNK + 16);
+    uint32_t found = 0;
+    for (uint64_t at = 0; buf && !found && at < elf->bss_size; at += CHUNK) {
+        size_t len = elf->bss_size - at < CHUNK + 16 ? (size_t)(elf->bss_size - at) : CHUNK + 16;
+        if (mem_read(&p->mem, bias + elf->bss_addr + at, buf, len) < 0)
+            break;
+        for (size_t i = 0; i + 8 < len && !found; i++) {
+            if (buf[i] != '3' || buf[i + 1] != '.' || (i > 0 && buf[i - 1] != '\0'))
+                continue;
+            int minor = 0, micro = 0;
+            size_t j = i + 2;
+            while (j < len && isdigit((unsigned char)buf[j]) && minor < 100)
+                minor = minor * 10 + (buf[j++] - '0');
+            if (j >= len || buf[j++] != '.' || !isdigit((unsigned char)buf[j]))
+                continue;
+            while (j < len && isdigit((unsigned char)buf[j]) && micro < 1000)
+                micro = micro * 10 + (buf[j++] - '0');
+            if (j + 1 < len && buf[j] == ' ' && buf[j + 1] == '(' && minor >= 7 && minor <= 13 &&
+                (minor_hint < 0 || minor == minor_hint))
+                found = PY_HEX(3, minor, micro);
+        }
+    }
+    free(buf);
+    return found;
+}
+
 /* Finds PY_VERSION ("3.X.Y", NUL on both sides) among the bytes of the binary. */
 static uint32_t version_from_file_bytes(const char *path, int minor_hint)
 {
@@ -235,7 +269,9 @@ static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t
         p->version_hex = (uint32_t)hex;
     } else {
         int minor = minor_from_name(c->map->path);
-        p->version_hex = version_from_file_bytes(c->open_path, minor);
+        p->version_hex = version_from_bss(p, &c->elf, bias, minor);
+        if (!p->version_hex)
+            p->version_hex = version_from_file_bytes(c->open_path, minor);
         if (!p->version_hex && minor >= 0)
             p->version_hex = PY_HEX(3, minor, 0); /* the micro is unknown: the minor's table */
         if (!p->version_hex) {

@@ -56,6 +56,23 @@ static int find_pthread_tid_offset(struct py_proc *p, uint64_t pthread_addr)
     return -1;
 }
 
+/* 3.7-3.10: the tid inside each thread's struct pthread. The offset is learnt from the main
+ * thread, the oldest one, which CPython links last. */
+static void read_pthread_tids(struct py_proc *p, struct pythreads_state *st, struct py_thread *t,
+                              int n)
+{
+    if (st->pthread_tid_offset < 0 && n > 0)
+        st->pthread_tid_offset = find_pthread_tid_offset(p, t[n - 1].thread_id);
+    if (st->pthread_tid_offset < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        int32_t tid = 0;
+        if (t[i].thread_id && mem_read(&p->mem, t[i].thread_id + (uint64_t)st->pthread_tid_offset,
+                                       &tid, sizeof tid) == 0 && tid > 0)
+            t[i].native_tid = tid;
+    }
+}
+
 static int rebuild_tid_map(pid_t pid, struct pythreads_state *st)
 {
     char path[96], line[256];
@@ -146,20 +163,15 @@ int pythreads_list(struct py_proc *p, struct pythreads_state *st, struct py_thre
         t->thread_id = word_at(ts, off->tstate_thread_id);
         t->frame = word_at(ts, off->tstate_frame);
         t->datastack_chunk = word_at(ts, off->tstate_datastack_chunk);
-        int32_t inner = 0;
-        if (off->tstate_native_thread_id >= 0) {
-            inner = (int32_t)word_at(ts, off->tstate_native_thread_id);
-        } else {
-            if (st->pthread_tid_offset < 0 && !word_at(ts, off->tstate_next))
-                st->pthread_tid_offset = find_pthread_tid_offset(p, t->thread_id);
-            if (st->pthread_tid_offset >= 0 &&
-                mem_read(&p->mem, t->thread_id + (uint64_t)st->pthread_tid_offset, &inner,
-                         sizeof inner) < 0)
-                inner = 0;
-        }
-        t->native_tid = outer_tid(p, st, inner);
+        t->native_tid = off->tstate_native_thread_id >= 0
+                            ? (int32_t)word_at(ts, off->tstate_native_thread_id)
+                            : 0;
         addr = word_at(ts, off->tstate_next);
     }
+    if (off->tstate_native_thread_id < 0)
+        read_pthread_tids(p, st, out, n);
+    for (int i = 0; i < n; i++)
+        out[i].native_tid = outer_tid(p, st, out[i].native_tid);
     return n;
 }
 

@@ -16,6 +16,7 @@
 struct sampler_thread {
     uint64_t tstate;
     uint64_t last_tick;
+    uint32_t thread_frame; /* --threads: the root frame of this thread, 0 until made */
     struct pystack_hint hint;
 };
 
@@ -194,7 +195,10 @@ int sampler_tick(struct sampler *s, struct cp_err *err)
         if (s->stack->truncated)
             s->stats.truncated++;
         if (s->opts.thread_frames) {
-            uint32_t id = thread_frame(s, t);
+            struct sampler_thread *st = thread_state_for(s, t->tstate);
+            uint32_t id = st && st->thread_frame ? st->thread_frame : thread_frame(s, t);
+            if (st)
+                st->thread_frame = id;
             if (id)
                 s->frame_ids[depth++] = id;
         }

@@ -1,4 +1,5 @@
 """A target that exits while it is being recorded: record writes what it has and exits 0."""
+import threading
 import time
 
 import e2e_support as sup
@@ -30,3 +31,23 @@ def test_target_exits_mid_record(agent, interp, tmp_path):
     assert value >= 1.0e6, "only %d us of wall time in the 1.5 s spin\n%s" % (
         value, sup.describe_stacks(stacks))
     assert time.monotonic() - start < 60
+
+
+def test_pid_target_exits_mid_record(agent, interp, spawn, tmp_path):
+    """record --pid with a long --duration stops when the target exits, writes, and exits 0."""
+    code = "import sys\nsys.stdout.write('READY {}\\n'); sys.stdout.flush()\n" + CODE
+    marks = sup.source_line_markers(code)
+    target = spawn([interp.path, "-c", code])
+    threading.Thread(target=target.proc.wait, daemon=True).start()  # reap it, as init would
+    target.wait_ready()
+    out = tmp_path / "exit.txt"
+    res = sup.run_agent(["record", "-q", "--pid", target.pid, "-d", "30", "-o", out,
+                         "--dimension", "wall", "-f", "collapsed"], timeout=60)
+    assert res.returncode == 0, res.describe()
+    assert res.seconds < 1.5 + 5, "record --pid -d 30 took %.1f s for a 1.5 s target" % res.seconds
+    stacks = sup.read_collapsed(out)
+    expected = [Frame("<module>", "<string>", marks["call"]),
+                Frame("spin_then_exit", "<string>", marks["spin"])]
+    value = sup.assert_dominant(stacks, expected, min_share=0.8)
+    assert value >= 1.0e6, "only %d us of wall time in the 1.5 s spin\n%s" % (
+        value, sup.describe_stacks(stacks))
