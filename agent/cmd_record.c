@@ -320,11 +320,11 @@ static int write_profile(const struct record_args *a, const struct agg *agg,
     return rc;
 }
 
-/* The command we started outlives the recording only by accident: ask it to stop like Ctrl-C
- * would, then insist after two seconds. */
+/* The command we started outlives the recording only by accident: ask it to stop (SIGTERM),
+ * then insist after two seconds. */
 static void stop_child(pid_t child)
 {
-    kill(child, SIGINT);
+    kill(child, SIGTERM);
     for (int i = 0; i < 200; i++) {
         if (waitpid(child, NULL, WNOHANG) == child)
             return;
