@@ -84,6 +84,10 @@ static int read_elf(Elf *elf, const char *what, struct elf_info *info,
         cp_err_set(err, CP_ERR_UNSUPPORTED, "%s is not a 64-bit ELF file", what);
         return -1;
     }
+    if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN) {
+        cp_err_set(err, CP_ERR_INVALID, "%s is not an executable or a shared library", what);
+        return -1;
+    }
     info->type = eh.e_type;
     size_t nphdr = 0;
     if (elf_getphdrnum(elf, &nphdr) != 0)
