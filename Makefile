@@ -39,16 +39,33 @@ $(LIB): $(SAMPLER_OBJS)
 $(AGENT): $(AGENT_OBJS) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(AGENT_OBJS) $(LIB) $(LDLIBS)
 
-# Unit tests: cmocka, built with ASan/UBSan against the sampler sources.
-$(BUILD)/unit/%: tests/unit/%.c $(SAMPLER_SRCS) $(wildcard sampler/*.h)
+# Unit tests: cmocka, linked against the sampler built with ASan/UBSan.
+SAN_LIB  := $(BUILD)/libconprof_sampler_san.a
+FUZZ_LIB := $(BUILD)/libconprof_sampler_fuzz.a
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -fno-sanitize-recover=undefined
+
+$(BUILD)/san/%.o: %.c $(wildcard sampler/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -Itests/unit -o $@ $< $(SAMPLER_SRCS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+
+$(SAN_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/san/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/unit/%: tests/unit/%.c $(SAN_LIB) $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -Itests/unit -o $@ $< $(SAN_LIB) $(LDLIBS) -lcmocka
 
 # Fuzz targets: libFuzzer + ASan/UBSan (clang).
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(SAMPLER_SRCS) $(wildcard sampler/*.h)
+$(BUILD)/fuzzobj/%.o: %.c $(wildcard sampler/*.h)
 	@mkdir -p $(dir $@)
-	$(CLANG) -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ $< $(SAMPLER_SRCS) $(LDLIBS)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(FUZZ_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
