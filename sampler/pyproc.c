@@ -184,7 +184,8 @@ static int load_candidate(pid_t pid, const struct proc_map *map, bool is_exe, st
 }
 
 /* Finds "3.X.Y (" in the target's copy of the binary's .bss, where Py_GetVersion() keeps the
- * sys.version text it formatted at start-up. minor_hint < 0 accepts any 3.7-3.13 minor. */
+ * sys.version text it formatted at start-up. minor_hint < 0 accepts any 3.7-3.13 minor, else only
+ * that minor (which may be one we do not support, to name it). */
 static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, uint64_t bias,
                                  int minor_hint)
 {
@@ -198,7 +199,8 @@ static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, 
         if (mem_read(&p->mem, bias + elf->bss_addr + at, buf, len) < 0)
             break;
         for (size_t i = 0; i + 8 < len && !found; i++) {
-            if (buf[i] != '3' || buf[i + 1] != '.' || (i > 0 && buf[i - 1] != '\0'))
+            if (buf[i] != '3' || buf[i + 1] != '.' ||
+                (i > 0 && (isdigit((unsigned char)buf[i - 1]) || buf[i - 1] == '.')))
                 continue;
             int minor = 0, micro = 0;
             size_t j = i + 2;
@@ -208,8 +210,8 @@ static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, 
                 continue;
             while (j < len && isdigit((unsigned char)buf[j]) && micro < 1000)
                 micro = micro * 10 + (buf[j++] - '0');
-            if (j + 1 < len && buf[j] == ' ' && buf[j + 1] == '(' && minor >= 7 && minor <= 13 &&
-                (minor_hint < 0 || minor == minor_hint))
+            bool minor_ok = minor_hint >= 0 ? minor == minor_hint : minor >= 7 && minor <= 13;
+            if (j + 1 < len && buf[j] == ' ' && buf[j + 1] == '(' && minor_ok)
                 found = PY_HEX(3, minor, micro);
         }
     }
@@ -358,6 +360,27 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
     if (exe_map && load_candidate(p->pid, exe_map, true, c, err) == 0 &&
         c->syms[SYM_RUNTIME].found)
         return 0;
+    if (lib || exe_map) { /* a Python we cannot read: an old or future version? */
+        const struct proc_map *named = lib ? lib : exe_map;
+        int minor = minor_from_name(named->path);
+        if (minor >= 0 && (minor < 7 || minor > 13)) {
+            uint32_t hex = 0;
+            uint64_t bias;
+            if (load_candidate(p->pid, named, named == exe_map, c, &lib_err) == 0 &&
+                elf_symbols_load_bias(&c->elf, named, &bias) == 0)
+                hex = version_from_bss(p, &c->elf, bias, minor);
+            char v[24];
+            if (hex)
+                py_version_str(hex, v, sizeof v);
+            else
+                snprintf(v, sizeof v, "3.%d", minor);
+            cp_err_set(err, CP_ERR_UNSUPPORTED,
+                       "Python %s (process %d, %s) is not supported: conprof reads CPython 3.7.4 "
+                       "to 3.13",
+                       v, (int)p->pid, named->path);
+            return -1;
+        }
+    }
     char comm[64];
     comm_of(p->pid, comm, sizeof comm);
     cp_err_set(err, CP_ERR_NOTPYTHON,

@@ -35,6 +35,7 @@ struct code_signature {
 struct symbolizer_code {
     uint64_t addr; /* 0 = empty slot */
     uint64_t checked_tick;
+    uint32_t recheck_every; /* ticks; doubles after each successful check, see lookup_code */
     uint32_t gen;
     uint32_t name_sid, file_sid;
     int32_t firstlineno;
@@ -85,13 +86,10 @@ int symbolizer_read_str(const struct memreader *mem, const struct py_offsets *of
                         char *out, size_t outsize, struct cp_err *err)
 {
     uint8_t head[STR_FIRST_READ];
-    size_t header = (size_t)(off->unicode_compact_size > off->unicode_data_any + 8
-                                 ? off->unicode_compact_size
-                                 : off->unicode_data_any + 8);
-    size_t got = sizeof head;
-    if (mem_read(mem, addr, head, got) < 0) { /* near the end of a mapping: header only */
-        got = header;
-        if (mem_read(mem, addr, head, got) < 0) {
+    size_t got = sizeof head; /* header and, for most names, the characters: one read */
+    if (mem_read(mem, addr, head, got) < 0) { /* near the end of a mapping: the header only */
+        got = (size_t)off->unicode_ascii_size;
+        if (got > sizeof head || mem_read(mem, addr, head, got) < 0) {
             read_failed(err, "a str object", addr);
             return -1;
         }
@@ -110,8 +108,10 @@ int symbolizer_read_str(const struct memreader *mem, const struct py_offsets *of
     uint64_t data_addr;
     if (compact)
         data_addr = addr + (uint64_t)(ascii ? off->unicode_ascii_size : off->unicode_compact_size);
-    else
+    else if ((size_t)off->unicode_data_any + 8 <= got)
         data_addr = u64_at(head, off->unicode_data_any);
+    else if (mem_read_u64(mem, addr + (uint64_t)off->unicode_data_any, &data_addr) < 0)
+        data_addr = 0;
     uint8_t data[SYMBOLIZER_MAX_STRING * 4];
     const uint8_t *src;
     if (compact && data_addr - addr + nbytes <= got) {
@@ -236,6 +236,7 @@ static int fill_code(struct symbolizer *s, struct symbolizer_code *e, uint64_t c
     *e = (struct symbolizer_code){
         .addr = code,
         .checked_tick = s->tick,
+        .recheck_every = 1,
         .gen = ++s->next_gen ? s->next_gen : ++s->next_gen,
         .name_sid = name_sid,
         .file_sid = file_sid,
@@ -351,30 +352,44 @@ static void make_room_for_line(struct symbolizer *s)
     clear_lines(s);
 }
 
-/* The entry for code, read or re-validated as needed. */
+/* Re-reads the code object's header; refills the entry when it no longer matches (the object was
+ * freed and another took its address). Returns the entry, or NULL when it cannot be read. */
+static struct symbolizer_code *revalidate(struct symbolizer *s, struct symbolizer_code *e,
+                                          uint64_t code, struct cp_err *err)
+{
+    uint8_t head[CODE_HEADER_MAX];
+    struct code_signature sig;
+    struct cp_err ignored;
+    if (read_code_header(s, code, head, &sig, &ignored) == 0 &&
+        memcmp(&sig, &e->sig, sizeof sig) == 0) {
+        e->checked_tick = s->tick;
+        if (e->recheck_every < SYMBOLIZER_RECHECK_TICKS)
+            e->recheck_every *= 2;
+        return e;
+    }
+    s->invalidations++;
+    return fill_code(s, e, code, err) == 0 ? e : NULL;
+}
+
+/* The entry for code, read or re-validated as needed. A hit costs no read while the offset lies
+ * inside the bytecode and the entry was checked recently; young entries are checked after 1, 2,
+ * 4, ... ticks (freed-and-reused addresses happen mostly around start-up and exec), old ones
+ * every SYMBOLIZER_RECHECK_TICKS. */
 static struct symbolizer_code *lookup_code(struct symbolizer *s, uint64_t code, int32_t offset,
                                            struct cp_err *err)
 {
     struct symbolizer_code *e = code_slot(s->codes, s->ncodes_slots, code);
     if (e->addr) {
         bool in_code = offset < 0 || !e->code_bytes || (uint32_t)offset < e->code_bytes;
-        bool fresh = s->tick - e->checked_tick < SYMBOLIZER_RECHECK_TICKS;
-        if (in_code && fresh) {
+        if (in_code && s->tick - e->checked_tick < e->recheck_every) {
             s->code_hits++;
             return e;
         }
-        if (in_code) {
-            uint8_t head[CODE_HEADER_MAX];
-            struct code_signature sig;
-            struct cp_err ignored;
-            if (read_code_header(s, code, head, &sig, &ignored) == 0 &&
-                memcmp(&sig, &e->sig, sizeof sig) == 0) {
-                e->checked_tick = s->tick;
-                return e;
-            }
+        if (!in_code) {
+            s->invalidations++;
+            return fill_code(s, e, code, err) == 0 ? e : NULL;
         }
-        s->invalidations++;
-        return fill_code(s, e, code, err) == 0 ? e : NULL;
+        return revalidate(s, e, code, err);
     }
     make_room_for_code(s);
     e = code_slot(s->codes, s->ncodes_slots, code);
@@ -395,6 +410,9 @@ uint32_t symbolizer_frame(struct symbolizer *s, uint64_t code, int32_t offset, s
     struct symbolizer_line *l = line_slot(s, code, offset, e->gen);
     if (l->code)
         return l->frame_id;
+    /* A new offset in a known code object: cheap moment to make sure it is still the same one. */
+    if (e->checked_tick != s->tick && !(e = revalidate(s, e, code, err)))
+        return 0;
     int line = offset < 0 ? -1
                           : linetable_line(s->off->lines, e->table, e->table_len, e->firstlineno,
                                            offset);

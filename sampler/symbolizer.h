@@ -4,8 +4,9 @@
  * 3.11+, else co_name), file name and line table are read once (strings decoded to UTF-8 from any
  * unicode kind, bounded) and interned in the aggregate's string table. A cache hit costs no read:
  * it is checked cheaply (the offset must lie inside the code's bytecode), and each entry is
- * re-validated against the target every SYMBOLIZER_RECHECK_TICKS ticks (a few words re-read and
- * compared), so a code object freed and replaced at the same address is noticed. A second cache
+ * re-validated against the target (a few words re-read and compared) after 1, 2, 4, ... up to
+ * SYMBOLIZER_RECHECK_TICKS ticks and whenever a new offset shows up in it, so a code object freed
+ * and replaced at the same address is noticed within a tick or two. A second cache
  * maps (code, offset) to the frame id so a steady stack does no line-table work. Both caches are
  * bounded and simply cleared when full. Not thread-safe.
  */

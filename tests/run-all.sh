@@ -21,7 +21,7 @@ for t in build/unit/test_*; do
         grep -q '\[  FAILED  \]' "$log" || failed=$((failed + 1)) # crashed before its summary
     fi
     count_unit "$log"
-    echo "$(basename "$t"): $(grep -o '\[  PASSED  \] [0-9]* test' "$log" | awk '{print $NF-0, "passed"}' | tail -1)"
+    echo "$(basename "$t"): $(grep -o '\[  PASSED  \] [0-9]*' "$log" | awk '{s+=$NF} END {print s+0}') passed, $(grep -o '\[  FAILED  \] [0-9]*' "$log" | awk '{s+=$NF} END {print s+0}') failed"
 done
 
 echo "== fuzz smoke runs (${FUZZ_SECONDS:-20} s each)"

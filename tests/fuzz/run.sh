@@ -14,9 +14,10 @@ for bin in build/fuzz/fuzz_*; do
     mkdir -p "$work/corpus"
     seeds=tests/fuzz/corpus/$name
     [ -d "$seeds" ] || seeds=""
-    if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
+    if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$work/" "$work/corpus" $seeds >"$work/log" 2>&1; then
-        echo "fuzz $name: ok ($seconds s, $(grep -c . "$work/log" >/dev/null; grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | tail -1 | awk '{print $2}' || true) runs)"
+        runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | tail -1 | awk '{print $NF}')
+        echo "fuzz $name: ok ($seconds s, ${runs:-?} runs, no crash)"
         passed=$((passed + 1))
     else
         echo "fuzz $name: FAILED (see $work/log)"; tail -30 "$work/log"
