@@ -4,8 +4,8 @@ CC      ?= gcc
 CLANG   ?= clang
 BUILD   := build
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing -Isampler
-LDLIBS  := -lelf -lz -ljansson
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing -Isampler -Iagent
+LDLIBS  := -lelf -lz -ljansson -lcurl -lcap
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SAMPLER_SRCS := $(sort $(wildcard sampler/*.c))
@@ -42,13 +42,16 @@ $(AGENT): $(AGENT_OBJS) $(LIB)
 # Unit tests: cmocka, linked against the sampler built with ASan/UBSan.
 SAN_LIB  := $(BUILD)/libconprof_sampler_san.a
 FUZZ_LIB := $(BUILD)/libconprof_sampler_fuzz.a
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -Iagent -fno-sanitize-recover=undefined
 
 $(BUILD)/san/%.o: %.c $(wildcard sampler/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
-$(SAN_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/san/%.o)
+# The agent's modules (all of agent/ but main.c) form a library too, so tests can link them.
+AGENT_CORE_SRCS := $(filter-out agent/main.c,$(AGENT_SRCS))
+
+$(SAN_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/san/%.o) $(AGENT_CORE_SRCS:%.c=$(BUILD)/san/%.o)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/unit/%: tests/unit/%.c $(SAN_LIB) $(wildcard tests/unit/*.h)
@@ -60,7 +63,7 @@ $(BUILD)/fuzzobj/%.o: %.c $(wildcard sampler/*.h)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
-$(FUZZ_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+$(FUZZ_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/fuzzobj/%.o) $(AGENT_CORE_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
