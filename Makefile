@@ -44,7 +44,7 @@ SAN_LIB  := $(BUILD)/libconprof_sampler_san.a
 FUZZ_LIB := $(BUILD)/libconprof_sampler_fuzz.a
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -Iagent -fno-sanitize-recover=undefined
 
-$(BUILD)/san/%.o: %.c $(wildcard sampler/*.h)
+$(BUILD)/san/%.o: %.c $(wildcard sampler/*.h agent/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
@@ -59,7 +59,7 @@ $(BUILD)/unit/%: tests/unit/%.c $(SAN_LIB) $(wildcard tests/unit/*.h)
 	$(CC) $(CFLAGS) $(SAN) -Itests/unit -o $@ $< $(SAN_LIB) $(LDLIBS) -lcmocka
 
 # Fuzz targets: libFuzzer + ASan/UBSan (clang).
-$(BUILD)/fuzzobj/%.o: %.c $(wildcard sampler/*.h)
+$(BUILD)/fuzzobj/%.o: %.c $(wildcard sampler/*.h agent/*.h)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 

@@ -39,9 +39,11 @@ struct elf_info {
     char needed_libpython[256]; /* DT_NEEDED entry matching libpython*, "" if none */
 };
 
-/* Looks up the `nwanted` symbols (found/value/size filled) in .dynsym then .symtab. */
-int elf_symbols_read_file(const char *path, struct elf_info *info,
-                          struct elf_wanted_symbol *wanted, size_t nwanted, struct cp_err *err);
+/* Looks up the `nwanted` symbols (found/value/size filled) in .dynsym then .symtab. On error
+ * (CP_ERR_IO / CP_ERR_PERM opening, CP_ERR_INVALID for a malformed file, CP_ERR_UNSUPPORTED for
+ * a 32-bit one) info and wanted are left cleared. */
+int elf_symbols_read_file(const char *path, struct elf_info *info, struct elf_wanted_symbol *wanted,
+                          size_t nwanted, struct cp_err *err);
 int elf_symbols_read_memory(const void *image, size_t size, struct elf_info *info,
                             struct elf_wanted_symbol *wanted, size_t nwanted, struct cp_err *err);
 

@@ -1,9 +1,11 @@
 /* proc_maps: parses /proc/PID/maps.
  *
- * Contract: proc_maps_parse() parses text already read (bounded by len; lines longer than 4 KiB
- * and malformed lines are skipped and counted, never trusted); proc_maps_read() reads the file of
- * a live process (at most 4 MiB) and parses it. Paths keep the kernel's " (deleted)" suffix
- * stripped, with `deleted` set. The result owns its memory; free with proc_maps_free().
+ * Contract: proc_maps_parse() parses text already read (bounded by len; lines longer than 4 KiB,
+ * malformed lines and lines that would break the address order are skipped and counted, never
+ * trusted), so the result is sorted and disjoint; proc_maps_read() reads the file of a live
+ * process and parses it (CP_ERR_NOPROC / CP_ERR_PERM from the errno, CP_ERR_NOMEM past 4 MiB).
+ * Paths keep the kernel's " (deleted)" suffix stripped, with `deleted` set. The result owns its
+ * memory; free with proc_maps_free().
  */
 #ifndef CONPROF_PROC_MAPS_H
 #define CONPROF_PROC_MAPS_H
