@@ -132,7 +132,7 @@ int cmd_dump(int argc, char **argv)
         struct dumped_thread d = {.t = &s->threads[i]};
         d.depth = sampler_thread_frames(s, d.t, ids, &d.err);
         d.holds_gil = gil && gil == d.t->tstate;
-        pythreads_name((pid_t)pid, d.t->native_tid, d.name, sizeof d.name);
+        pythreads_name(&s->proc, d.t->native_tid, d.name, sizeof d.name);
         if (as_json)
             json_array_append_new(threads, thread_json(&agg, &d, ids, gil_known));
         else

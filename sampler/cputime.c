@@ -7,6 +7,8 @@
  */
 #include "cputime.h"
 
+#include "procfs.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +17,9 @@
 
 #define SLOTS (CPUTIME_MAX_THREADS * 2)
 
-int cputime_init(struct cputime *c, pid_t pid)
+int cputime_init(struct cputime *c, int procfd, pid_t pid)
 {
+    c->procfd = procfd;
     c->pid = pid;
     c->count = 0;
     c->slots = calloc(SLOTS, sizeof *c->slots);
@@ -34,11 +37,11 @@ void cputime_free(struct cputime *c)
     c->count = 0;
 }
 
-static int open_schedstat(pid_t pid, int32_t tid)
+static int open_schedstat(int procfd, pid_t pid, int32_t tid)
 {
-    char path[96];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)tid);
-    return open(path, O_RDONLY | O_CLOEXEC);
+    char rel[96];
+    return procfs_open(procfd, procfs_path(rel, sizeof rel, "%d/task/%d/schedstat", (int)pid, (int)tid),
+                       O_RDONLY);
 }
 
 static int64_t read_ns(int fd)
@@ -55,7 +58,7 @@ static int64_t read_ns(int fd)
 
 int64_t cputime_read_total(pid_t pid, int32_t tid)
 {
-    int fd = open_schedstat(pid, tid);
+    int fd = open_schedstat(PROCFS_DEFAULT, pid, tid);
     if (fd < 0)
         return -1;
     int64_t ns = read_ns(fd);
@@ -84,7 +87,7 @@ int64_t cputime_delta(struct cputime *c, int32_t tid)
     }
     if (c->count >= CPUTIME_MAX_THREADS)
         return -1;
-    int fd = open_schedstat(c->pid, tid);
+    int fd = open_schedstat(c->procfd, c->pid, tid);
     if (fd < 0)
         return -1;
     int64_t ns = read_ns(fd);

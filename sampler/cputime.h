@@ -24,12 +24,14 @@ struct cputime_entry {
 };
 
 struct cputime {
+    int procfd; /* procfs.h */
     pid_t pid;
     struct cputime_entry *slots; /* open addressing, CPUTIME_MAX_THREADS * 2 slots */
     uint32_t count;
 };
 
-int cputime_init(struct cputime *c, pid_t pid);
+/* procfd: the /proc to read (procfs.h), PROCFS_DEFAULT for ours. */
+int cputime_init(struct cputime *c, int procfd, pid_t pid);
 void cputime_free(struct cputime *c);
 
 /* CPU ns of thread tid since the previous call; 0 on the first call; -1 when unknown. */

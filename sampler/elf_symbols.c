@@ -303,11 +303,21 @@ int elf_symbols_read_file(const char *path, struct elf_info *info, struct elf_wa
                           size_t nwanted, struct cp_err *err)
 {
     reset_outputs(info, wanted, nwanted);
-    if (init_libelf(err) != 0) return -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         cp_err_set(err, errno == EACCES || errno == EPERM ? CP_ERR_PERM : CP_ERR_IO,
                    "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return elf_symbols_read_fd(fd, path, info, wanted, nwanted, err);
+}
+
+int elf_symbols_read_fd(int fd, const char *path, struct elf_info *info,
+                        struct elf_wanted_symbol *wanted, size_t nwanted, struct cp_err *err)
+{
+    reset_outputs(info, wanted, nwanted);
+    if (init_libelf(err) != 0) {
+        close(fd);
         return -1;
     }
     Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);

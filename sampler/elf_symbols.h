@@ -44,6 +44,9 @@ struct elf_info {
  * a 32-bit one) info and wanted are left cleared. */
 int elf_symbols_read_file(const char *path, struct elf_info *info, struct elf_wanted_symbol *wanted,
                           size_t nwanted, struct cp_err *err);
+/* The same over an open descriptor, which it closes; path only names the file in messages. */
+int elf_symbols_read_fd(int fd, const char *path, struct elf_info *info,
+                        struct elf_wanted_symbol *wanted, size_t nwanted, struct cp_err *err);
 int elf_symbols_read_memory(const void *image, size_t size, struct elf_info *info,
                             struct elf_wanted_symbol *wanted, size_t nwanted, struct cp_err *err);
 

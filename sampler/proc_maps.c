@@ -12,6 +12,8 @@
  */
 #include "proc_maps.h"
 
+#include "procfs.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -218,6 +220,11 @@ static char *read_whole(int fd, pid_t pid, const char *path, size_t *len, struct
 
 int proc_maps_read(pid_t pid, struct proc_maps *out, struct cp_err *err)
 {
+    return proc_maps_read_at(PROCFS_DEFAULT, pid, out, err);
+}
+
+int proc_maps_read_at(int procfd, pid_t pid, struct proc_maps *out, struct cp_err *err)
+{
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
     memset(out, 0, sizeof *out);
@@ -225,7 +232,8 @@ int proc_maps_read(pid_t pid, struct proc_maps *out, struct cp_err *err)
         cp_err_set(err, CP_ERR_NOPROC, "no process with pid %d", (int)pid);
         return -1;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char rel[32];
+    int fd = procfs_open(procfd, procfs_path(rel, sizeof rel, "%d/maps", (int)pid), O_RDONLY);
     if (fd < 0) {
         set_errno_error(err, errno, pid, path, "open");
         return -1;

@@ -35,6 +35,8 @@ struct proc_maps {
 
 int proc_maps_parse(const char *text, size_t len, struct proc_maps *out, struct cp_err *err);
 int proc_maps_read(pid_t pid, struct proc_maps *out, struct cp_err *err);
+/* The same through a /proc handle (procfs.h), for callers in another mount namespace. */
+int proc_maps_read_at(int procfd, pid_t pid, struct proc_maps *out, struct cp_err *err);
 void proc_maps_free(struct proc_maps *m);
 
 /* The mapping that contains addr, or NULL. */

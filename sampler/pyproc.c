@@ -17,6 +17,7 @@
 
 #include "elf_symbols.h"
 #include "proc_maps.h"
+#include "procfs.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -33,22 +34,32 @@ enum { SYM_RUNTIME, SYM_VERSION, SYM_NONE, SYM_CODE_TYPE, SYM_COUNT };
 
 struct candidate {
     const struct proc_map *map; /* the file's lowest mapping */
-    char open_path[PATH_MAX + 64];
+    char rel_path[PATH_MAX + 64]; /* how it was opened: relative to procfd, or a plain path */
+    bool fd_path_in_proc;
     struct elf_info elf;
     struct elf_wanted_symbol syms[SYM_COUNT];
 };
 
-static void comm_of(pid_t pid, char *buf, size_t size)
+/* Reads a small /proc file of pid into buf (NUL-terminated); returns its length or -1. */
+static ssize_t read_proc_file(int procfd, pid_t pid, const char *name, char *buf, size_t size)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    if (fgets(buf, (int)size, f))
-        buf[strcspn(buf, "\n")] = '\0';
-    fclose(f);
+    char rel[64];
+    int fd = procfs_open(procfd, procfs_path(rel, sizeof rel, "%d/%s", (int)pid, name), O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+static void comm_of(int procfd, pid_t pid, char *buf, size_t size)
+{
+    if (read_proc_file(procfd, pid, "comm", buf, size) < 0)
+        buf[0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
 }
 
 void pyproc_read_error(const struct py_proc *p, int errnum, const char *what, struct cp_err *err)
@@ -68,18 +79,11 @@ void pyproc_read_error(const struct py_proc *p, int errnum, const char *what, st
 
 /* Field 22 of /proc/PID/stat (the start time), after the parenthesised command (which may hold
  * spaces); *state gets field 3 ('R', 'S', 'Z', ...). */
-static int read_stat(pid_t pid, uint64_t *out, char *state)
+static int read_stat(int procfd, pid_t pid, uint64_t *out, char *state)
 {
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char text[1024];
+    if (read_proc_file(procfd, pid, "stat", text, sizeof text) <= 0)
         return -1;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    text[n] = '\0';
     char *p = strrchr(text, ')');
     if (!p)
         return -1;
@@ -96,26 +100,33 @@ static int read_stat(pid_t pid, uint64_t *out, char *state)
 }
 
 /* The last NSpid entry of /proc/PID/status: the pid inside the target's own namespace. */
-static pid_t read_nspid(pid_t pid)
+static pid_t read_nspid(int procfd, pid_t pid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
+    char text[4096];
     pid_t ns = pid;
-    if (!f)
+    if (read_proc_file(procfd, pid, "status", text, sizeof text) < 0)
         return ns;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "NSpid:", 6) != 0)
-            continue;
-        char *tok = strtok(line + 6, " \t\n");
-        while (tok) {
-            ns = (pid_t)atoi(tok);
-            tok = strtok(NULL, " \t\n");
-        }
-        break;
-    }
-    fclose(f);
+    char *line = strstr(text, "\nNSpid:");
+    if (!line)
+        return ns;
+    line[strcspn(line + 1, "\n") + 1] = '\0';
+    char *save = NULL;
+    for (char *tok = strtok_r(line + 7, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
+        ns = (pid_t)atoi(tok);
     return ns;
+}
+
+/* Are we in the target's mount namespace (then its paths are ours)? */
+static bool same_mount_ns(int procfd, pid_t pid)
+{
+    char mine[64], theirs[64], rel[64];
+    ssize_t a = procfs_readlink(procfd, "self/ns/mnt", mine, sizeof mine - 1);
+    ssize_t b = procfs_readlink(procfd, procfs_path(rel, sizeof rel, "%d/ns/mnt", (int)pid), theirs,
+                                sizeof theirs - 1);
+    if (a <= 0 || b <= 0)
+        return false;
+    mine[a] = theirs[b] = '\0';
+    return strcmp(mine, theirs) == 0;
 }
 
 static const char *base_name(const char *path)
@@ -152,8 +163,12 @@ static const struct proc_map *first_mapping_of(const struct proc_maps *maps, con
     return best;
 }
 
-static int load_candidate(pid_t pid, const struct proc_map *map, bool is_exe, struct candidate *c,
-                          struct cp_err *err)
+/* Opens the file of a mapping as the target sees it, trying in turn: the executable link
+ * (/proc/PID/exe), the path itself when we share the target's mount namespace (an agent worker
+ * that entered the container), the path under the target's root (/proc/PID/root/...), and the
+ * mapping's own link (/proc/PID/map_files/..., for deleted or replaced files). */
+static int load_candidate(const struct py_proc *p, const struct proc_map *map, bool is_exe,
+                          struct candidate *c, struct cp_err *err)
 {
     static const char *const names[SYM_COUNT] = {"_PyRuntime", "Py_Version", "_Py_NoneStruct",
                                                  "PyCode_Type"};
@@ -161,20 +176,33 @@ static int load_candidate(pid_t pid, const struct proc_map *map, bool is_exe, st
     c->map = map;
     for (int i = 0; i < SYM_COUNT; i++)
         c->syms[i].name = names[i];
-    const char *tries[3];
-    char root_path[PATH_MAX + 64], files_path[128], exe_path[64];
-    int ntries = 0;
-    snprintf(exe_path, sizeof exe_path, "/proc/%d/exe", (int)pid);
-    snprintf(root_path, sizeof root_path, "/proc/%d/root%s", (int)pid, map->path);
-    snprintf(files_path, sizeof files_path, "/proc/%d/map_files/%llx-%llx", (int)pid,
+    char tries[4][PATH_MAX + 64];
+    bool in_proc[4];
+    int n = 0;
+    if (is_exe) {
+        snprintf(tries[n], sizeof tries[n], "%d/exe", (int)p->pid);
+        in_proc[n++] = true;
+    }
+    if (p->same_mntns) {
+        snprintf(tries[n], sizeof tries[n], "%s", map->path);
+        in_proc[n++] = false;
+    }
+    snprintf(tries[n], sizeof tries[n], "%d/root%s", (int)p->pid, map->path);
+    in_proc[n++] = true;
+    snprintf(tries[n], sizeof tries[n], "%d/map_files/%llx-%llx", (int)p->pid,
              (unsigned long long)map->start, (unsigned long long)map->end);
-    if (is_exe)
-        tries[ntries++] = exe_path;
-    tries[ntries++] = root_path;
-    tries[ntries++] = files_path;
-    for (int i = 0; i < ntries; i++) {
-        if (elf_symbols_read_file(tries[i], &c->elf, c->syms, SYM_COUNT, err) == 0) {
-            snprintf(c->open_path, sizeof c->open_path, "%s", tries[i]);
+    in_proc[n++] = true;
+    for (int i = 0; i < n; i++) {
+        int fd = in_proc[i] ? procfs_open(p->procfd, tries[i], O_RDONLY)
+                            : open(tries[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            cp_err_set(err, errno == EACCES || errno == EPERM ? CP_ERR_PERM : CP_ERR_IO,
+                       "cannot open %s: %s", map->path, strerror(errno));
+            continue;
+        }
+        if (elf_symbols_read_fd(fd, map->path, &c->elf, c->syms, SYM_COUNT, err) == 0) {
+            c->fd_path_in_proc = in_proc[i];
+            memcpy(c->rel_path, tries[i], sizeof c->rel_path);
             return 0;
         }
         if (err->code == CP_ERR_INVALID)
@@ -220,9 +248,11 @@ static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, 
 }
 
 /* Finds PY_VERSION ("3.X.Y", NUL on both sides) among the bytes of the binary. */
-static uint32_t version_from_file_bytes(const char *path, int minor_hint)
+static uint32_t version_from_file_bytes(const struct py_proc *p, const struct candidate *c,
+                                        int minor_hint)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = c->fd_path_in_proc ? procfs_open(p->procfd, c->rel_path, O_RDONLY)
+                                : open(c->rel_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
     struct stat st;
@@ -273,7 +303,7 @@ static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t
         int minor = minor_from_name(c->map->path);
         p->version_hex = version_from_bss(p, &c->elf, bias, minor);
         if (!p->version_hex)
-            p->version_hex = version_from_file_bytes(c->open_path, minor);
+            p->version_hex = version_from_file_bytes(p, c, minor);
         if (!p->version_hex && minor >= 0)
             p->version_hex = PY_HEX(3, minor, 0); /* the micro is unknown: the minor's table */
         if (!p->version_hex) {
@@ -331,8 +361,8 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
                                  struct candidate *c, struct cp_err *err)
 {
     char exe[PATH_MAX], link[64];
-    snprintf(link, sizeof link, "/proc/%d/exe", (int)p->pid);
-    ssize_t n = readlink(link, exe, sizeof exe - 1);
+    ssize_t n = procfs_readlink(p->procfd, procfs_path(link, sizeof link, "%d/exe", (int)p->pid),
+                                exe, sizeof exe - 1);
     if (n < 0) {
         if (errno == EACCES || errno == EPERM) {
             pyproc_read_error(p, errno, "/proc/PID/exe", err);
@@ -353,11 +383,11 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
     if (exe[0])
         exe_map = first_mapping_of(maps, exe);
     struct cp_err lib_err = {0};
-    if (lib && load_candidate(p->pid, lib, false, c, &lib_err) == 0 && c->syms[SYM_RUNTIME].found) {
+    if (lib && load_candidate(p, lib, false, c, &lib_err) == 0 && c->syms[SYM_RUNTIME].found) {
         p->shared_libpython = true;
         return 0;
     }
-    if (exe_map && load_candidate(p->pid, exe_map, true, c, err) == 0 &&
+    if (exe_map && load_candidate(p, exe_map, true, c, err) == 0 &&
         c->syms[SYM_RUNTIME].found)
         return 0;
     if (lib || exe_map) { /* a Python we cannot read: an old or future version? */
@@ -366,7 +396,7 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
         if (minor >= 0 && (minor < 7 || minor > 13)) {
             uint32_t hex = 0;
             uint64_t bias;
-            if (load_candidate(p->pid, named, named == exe_map, c, &lib_err) == 0 &&
+            if (load_candidate(p, named, named == exe_map, c, &lib_err) == 0 &&
                 elf_symbols_load_bias(&c->elf, named, &bias) == 0)
                 hex = version_from_bss(p, &c->elf, bias, minor);
             char v[24];
@@ -382,7 +412,7 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
         }
     }
     char comm[64];
-    comm_of(p->pid, comm, sizeof comm);
+    comm_of(p->procfd, p->pid, comm, sizeof comm);
     cp_err_set(err, CP_ERR_NOTPYTHON,
                "process %d (%s) is not a Python process conprof can read: looked for a "
                "libpython3*.so mapping and for the _PyRuntime symbol in %s%s%s",
@@ -393,17 +423,24 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
 
 int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err)
 {
+    return pyproc_attach_at(PROCFS_DEFAULT, pid, p, err);
+}
+
+int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *err)
+{
     memset(p, 0, sizeof *p);
     p->pid = pid;
+    p->procfd = procfd;
     procmem_init(&p->procmem, pid, &p->mem);
     char state;
-    if (pid <= 0 || read_stat(pid, &p->start_time, &state) < 0 || state == 'Z') {
+    if (pid <= 0 || read_stat(procfd, pid, &p->start_time, &state) < 0 || state == 'Z') {
         cp_err_set(err, CP_ERR_NOPROC, "no process with pid %d", (int)pid);
         return -1;
     }
-    p->nspid = read_nspid(pid);
+    p->nspid = read_nspid(procfd, pid);
+    p->same_mntns = same_mount_ns(procfd, pid);
     struct proc_maps maps = {0};
-    if (proc_maps_read(pid, &maps, err) < 0)
+    if (proc_maps_read_at(procfd, pid, &maps, err) < 0)
         return -1;
     struct candidate *c = malloc(sizeof *c);
     int rc = -1;
@@ -433,12 +470,13 @@ out:
     return rc;
 }
 
-int pyproc_attach_wait(pid_t pid, int timeout_ms, struct py_proc *p, struct cp_err *err)
+int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p,
+                       struct cp_err *err)
 {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        if (pyproc_attach(pid, p, err) == 0)
+        if (pyproc_attach_at(procfd, pid, p, err) == 0)
             return 0;
         if (err->code != CP_ERR_NOTPYTHON)
             return -1;
@@ -455,5 +493,6 @@ bool pyproc_alive(const struct py_proc *p)
 {
     uint64_t start;
     char state;
-    return read_stat(p->pid, &start, &state) == 0 && start == p->start_time && state != 'Z';
+    return read_stat(p->procfd, p->pid, &start, &state) == 0 && start == p->start_time &&
+           state != 'Z';
 }

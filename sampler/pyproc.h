@@ -26,6 +26,8 @@
 
 struct py_proc {
     pid_t pid;
+    int procfd;             /* the /proc to use (procfs.h), PROCFS_DEFAULT for ours */
+    bool same_mntns;        /* we are in the target's mount namespace: its paths are ours */
     pid_t nspid;            /* the pid inside the target's own pid namespace */
     struct procmem procmem;
     struct memreader mem;   /* reads the target (points at procmem) */
@@ -42,10 +44,14 @@ struct py_proc {
 };
 
 int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err);
+/* The same through a /proc handle (procfs.h): for a worker that entered a container's mount
+ * namespace and kept a descriptor of the host's /proc. */
+int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *err);
 
 /* Retries pyproc_attach every 10 ms for up to timeout_ms while the target is still starting
  * (no libpython mapped yet, interpreter not initialized). Other errors return at once. */
-int pyproc_attach_wait(pid_t pid, int timeout_ms, struct py_proc *p, struct cp_err *err);
+int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p,
+                       struct cp_err *err);
 
 /* Re-reads the interpreter head (it is 0 before initialization and after finalization). */
 int pyproc_read_interp(struct py_proc *p, struct cp_err *err);

@@ -14,6 +14,8 @@
  */
 #include "pythreads.h"
 
+#include "procfs.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -73,11 +75,10 @@ static void read_pthread_tids(struct py_proc *p, struct pythreads_state *st, str
     }
 }
 
-static int rebuild_tid_map(pid_t pid, struct pythreads_state *st)
+static int rebuild_tid_map(const struct py_proc *p, struct pythreads_state *st)
 {
-    char path[96], line[256];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
+    char rel[96], line[256];
+    DIR *d = procfs_opendir(p->procfd, procfs_path(rel, sizeof rel, "%d/task", (int)p->pid));
     if (!d)
         return -1;
     st->tid_map_len = 0;
@@ -86,10 +87,15 @@ static int rebuild_tid_map(pid_t pid, struct pythreads_state *st)
         int outer = atoi(e->d_name);
         if (outer <= 0)
             continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%d/status", (int)pid, outer);
-        FILE *f = fopen(path, "r");
-        if (!f)
+        int fd = procfs_open(p->procfd,
+                             procfs_path(rel, sizeof rel, "%d/task/%d/status", (int)p->pid, outer),
+                             O_RDONLY);
+        FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+        if (!f) {
+            if (fd >= 0)
+                close(fd);
             continue;
+        }
         int inner = outer;
         while (fgets(line, sizeof line, f)) {
             if (strncmp(line, "NSpid:", 6) != 0)
@@ -125,7 +131,7 @@ static int32_t outer_tid(struct py_proc *p, struct pythreads_state *st, int32_t 
         for (unsigned i = 0; i < st->tid_map_len; i++)
             if (st->tid_map[i].inner == inner)
                 return st->tid_map[i].outer;
-        if (attempt == 0 && rebuild_tid_map(p->pid, st) < 0)
+        if (attempt == 0 && rebuild_tid_map(p, st) < 0)
             break;
     }
     return 0;
@@ -207,14 +213,17 @@ uint64_t pythreads_gil_holder(struct py_proc *p)
     return holder;
 }
 
-void pythreads_name(pid_t pid, int32_t tid, char *buf, size_t size)
+void pythreads_name(const struct py_proc *p, int32_t tid, char *buf, size_t size)
 {
-    char path[96];
-    buf[0] = '\0';
-    if (tid <= 0 || size == 0)
+    char rel[96];
+    if (size == 0)
         return;
-    snprintf(path, sizeof path, "/proc/%d/task/%d/comm", (int)pid, (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    buf[0] = '\0';
+    if (tid <= 0)
+        return;
+    int fd = procfs_open(p->procfd,
+                         procfs_path(rel, sizeof rel, "%d/task/%d/comm", (int)p->pid, (int)tid),
+                         O_RDONLY);
     if (fd < 0)
         return;
     ssize_t n = read(fd, buf, size - 1);

@@ -47,6 +47,6 @@ int pythreads_list(struct py_proc *p, struct pythreads_state *st, struct py_thre
 uint64_t pythreads_gil_holder(struct py_proc *p);
 
 /* The kernel's name of a thread (/proc/PID/task/TID/comm) into buf; "" if unknown. */
-void pythreads_name(pid_t pid, int32_t tid, char *buf, size_t size);
+void pythreads_name(const struct py_proc *p, int32_t tid, char *buf, size_t size);
 
 #endif

@@ -7,6 +7,8 @@
  */
 #include "sampler.h"
 
+#include "procfs.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,12 @@ struct sampler_thread {
 int sampler_open(struct sampler *s, pid_t pid, struct agg *agg, const struct sampler_opts *opts,
                  int attach_timeout_ms, struct cp_err *err)
 {
+    return sampler_open_at(s, PROCFS_DEFAULT, pid, agg, opts, attach_timeout_ms, err);
+}
+
+int sampler_open_at(struct sampler *s, int procfd, pid_t pid, struct agg *agg,
+                    const struct sampler_opts *opts, int attach_timeout_ms, struct cp_err *err)
+{
     memset(s, 0, sizeof *s);
     s->agg = agg;
     s->opts = *opts;
@@ -30,8 +38,9 @@ int sampler_open(struct sampler *s, pid_t pid, struct agg *agg, const struct sam
         cp_err_set(err, CP_ERR_INVALID, "the sampling rate must be positive");
         return -1;
     }
-    int rc = attach_timeout_ms > 0 ? pyproc_attach_wait(pid, attach_timeout_ms, &s->proc, err)
-                                   : pyproc_attach(pid, &s->proc, err);
+    int rc = attach_timeout_ms > 0
+                 ? pyproc_attach_wait(procfd, pid, attach_timeout_ms, &s->proc, err)
+                 : pyproc_attach_at(procfd, pid, &s->proc, err);
     if (rc < 0)
         return -1;
     pythreads_state_init(&s->threads_state);
@@ -41,7 +50,7 @@ int sampler_open(struct sampler *s, pid_t pid, struct agg *agg, const struct sam
     s->frame_ids = malloc((PYSTACK_MAX_DEPTH + 1) * sizeof *s->frame_ids);
     if (!s->threads || !s->stack || !s->frame_ids ||
         symbolizer_init(&s->sym, &s->proc.mem, &s->proc.off, s->proc.code_type_addr, agg) < 0 ||
-        cputime_init(&s->cpu, pid) < 0) {
+        cputime_init(&s->cpu, procfd, pid) < 0) {
         sampler_close(s);
         cp_err_set(err, CP_ERR_NOMEM, "out of memory");
         return -1;
@@ -132,7 +141,7 @@ int sampler_thread_frames(struct sampler *s, const struct py_thread *t, uint32_t
 static uint32_t thread_frame(struct sampler *s, const struct py_thread *t)
 {
     char name[32], label[96];
-    pythreads_name(s->proc.pid, t->native_tid, name, sizeof name);
+    pythreads_name(&s->proc, t->native_tid, name, sizeof name);
     if (t->native_tid > 0)
         snprintf(label, sizeof label, "thread %d (%s)", (int)t->native_tid, name[0] ? name : "?");
     else

@@ -58,6 +58,9 @@ struct sampler {
 /* attach_timeout_ms > 0 waits that long for a starting interpreter (see pyproc_attach_wait). */
 int sampler_open(struct sampler *s, pid_t pid, struct agg *agg, const struct sampler_opts *opts,
                  int attach_timeout_ms, struct cp_err *err);
+/* The same through a /proc handle (procfs.h), see pyproc_attach_at(). */
+int sampler_open_at(struct sampler *s, int procfd, pid_t pid, struct agg *agg,
+                    const struct sampler_opts *opts, int attach_timeout_ms, struct cp_err *err);
 int sampler_tick(struct sampler *s, struct cp_err *err);
 void sampler_close(struct sampler *s);
 

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "cputime.h"
+#include "procfs.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +24,7 @@ static void test_delta_follows_thread_cpu(void **state)
 {
     (void)state;
     struct cputime c;
-    assert_int_equal(cputime_init(&c, getpid()), 0);
+    assert_int_equal(cputime_init(&c, PROCFS_DEFAULT, getpid()), 0);
     int32_t tid = (int32_t)gettid();
     assert_int_equal(cputime_delta(&c, tid), 0); /* primes */
     spin_ms(50);
@@ -41,7 +42,7 @@ static void test_unknown_threads_and_sweep(void **state)
 {
     (void)state;
     struct cputime c;
-    assert_int_equal(cputime_init(&c, getpid()), 0);
+    assert_int_equal(cputime_init(&c, PROCFS_DEFAULT, getpid()), 0);
     assert_int_equal(cputime_delta(&c, 0), -1);
     assert_int_equal(cputime_delta(&c, 0x7ffffff0), -1); /* no such thread */
     assert_int_equal(cputime_delta(&c, (int32_t)gettid()), 0);
