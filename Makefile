@@ -28,9 +28,9 @@ all: $(AGENT)
 deps:
 	@deploy/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard sampler/*.h agent/*.h)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(SAMPLER_OBJS)
 	@mkdir -p $(dir $@)
@@ -44,9 +44,9 @@ SAN_LIB  := $(BUILD)/libconprof_sampler_san.a
 FUZZ_LIB := $(BUILD)/libconprof_sampler_fuzz.a
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isampler -Iagent -fno-sanitize-recover=undefined
 
-$(BUILD)/san/%.o: %.c $(wildcard sampler/*.h agent/*.h)
+$(BUILD)/san/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
 
 # The agent's modules (all of agent/ but main.c) form a library too, so tests can link them.
 AGENT_CORE_SRCS := $(filter-out agent/main.c,$(AGENT_SRCS))
@@ -59,9 +59,9 @@ $(BUILD)/unit/%: tests/unit/%.c $(SAN_LIB) $(wildcard tests/unit/*.h)
 	$(CC) $(CFLAGS) $(SAN) -Itests/unit -o $@ $< $(SAN_LIB) $(LDLIBS) -lcmocka
 
 # Fuzz targets: libFuzzer + ASan/UBSan (clang).
-$(BUILD)/fuzzobj/%.o: %.c $(wildcard sampler/*.h agent/*.h)
+$(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
 
 $(FUZZ_LIB): $(SAMPLER_SRCS:%.c=$(BUILD)/fuzzobj/%.o) $(AGENT_CORE_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 	rm -f $@ && ar rcs $@ $^
@@ -102,3 +102,6 @@ format:
 
 clean:
 	rm -rf $(BUILD)
+
+# Header dependencies recorded by -MMD.
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
