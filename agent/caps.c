@@ -18,8 +18,7 @@ static const cap_value_t WORKER_CAPS[] = {CAP_SYS_PTRACE};
 static bool kept(cap_value_t c, const cap_value_t *keep, size_t nkeep)
 {
     for (size_t i = 0; i < nkeep; i++)
-        if (keep[i] == c)
-            return true;
+        if (keep[i] == c) return true;
     return false;
 }
 
@@ -33,8 +32,7 @@ static int keep_only(const cap_value_t *keep, size_t nkeep, char *missing, size_
     }
     cap_value_t have[8];
     int nhave = 0;
-    if (missing && size)
-        missing[0] = '\0';
+    if (missing && size) missing[0] = '\0';
     for (size_t i = 0; i < nkeep; i++) {
         cap_flag_value_t v = CAP_CLEAR;
         cap_get_flag(now, keep[i], CAP_PERMITTED, &v);
@@ -59,12 +57,12 @@ static int keep_only(const cap_value_t *keep, size_t nkeep, char *missing, size_
                 return -1;
             }
     cap_t next = cap_init();
-    if (!next || (nhave && (cap_set_flag(next, CAP_PERMITTED, nhave, have, CAP_SET) < 0 ||
-                            cap_set_flag(next, CAP_EFFECTIVE, nhave, have, CAP_SET) < 0)) ||
+    if (!next ||
+        (nhave && (cap_set_flag(next, CAP_PERMITTED, nhave, have, CAP_SET) < 0 ||
+                   cap_set_flag(next, CAP_EFFECTIVE, nhave, have, CAP_SET) < 0)) ||
         cap_set_proc(next) < 0) {
         cp_err_set(err, CP_ERR_IO, "cannot set our capabilities: %s", strerror(errno));
-        if (next)
-            cap_free(next);
+        if (next) cap_free(next);
         return -1;
     }
     cap_free(next);
@@ -78,8 +76,7 @@ int caps_restrict_agent(char *missing, size_t size, struct cp_err *err)
 
 int caps_restrict_worker(struct cp_err *err)
 {
-    if (keep_only(WORKER_CAPS, 1, NULL, 0, err) < 0)
-        return -1;
+    if (keep_only(WORKER_CAPS, 1, NULL, 0, err) < 0) return -1;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
         cp_err_set(err, CP_ERR_IO, "cannot set no_new_privs: %s", strerror(errno));
         return -1;

@@ -31,8 +31,7 @@ bool cli_parse_long(const char *text, long min, long max, long *out)
     char *end;
     errno = 0;
     long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        return false;
+    if (errno || end == text || *end || v < min || v > max) return false;
     *out = v;
     return true;
 }
@@ -42,8 +41,7 @@ bool cli_parse_double(const char *text, double min, double max, double *out)
     char *end;
     errno = 0;
     double v = strtod(text, &end);
-    if (errno || end == text || *end || !isfinite(v) || v < min || v > max)
-        return false;
+    if (errno || end == text || *end || !isfinite(v) || v < min || v > max) return false;
     *out = v;
     return true;
 }
@@ -64,8 +62,7 @@ int cli_write_file(const char *path, const void *data, size_t len, struct cp_err
     size_t left = len;
     while (left > 0) {
         ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             cp_err_set(err, CP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
             close(fd);
@@ -89,15 +86,12 @@ void cli_process_cmdline(int pid, char *buf, size_t size)
     buf[0] = '\0';
     snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || size == 0)
-        return;
+    if (fd < 0 || size == 0) return;
     ssize_t n = read(fd, buf, size - 1);
     close(fd);
-    if (n <= 0)
-        n = 0;
+    if (n <= 0) n = 0;
     for (ssize_t i = 0; i < n; i++)
-        if (buf[i] == '\0')
-            buf[i] = ' ';
+        if (buf[i] == '\0') buf[i] = ' ';
     while (n > 0 && buf[n - 1] == ' ')
         n--;
     buf[n] = '\0';

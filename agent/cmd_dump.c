@@ -14,16 +14,17 @@
 
 static void dump_usage(FILE *out)
 {
-    fputs("usage: conprof-agent dump --pid PID [--json]\n"
-          "\n"
-          "Prints the current Python stack of every thread of the process, most recent call first,\n"
-          "with the thread id, native thread id, name and whether it holds the GIL.\n"
-          "\n"
-          "options:\n"
-          "  -p, --pid PID   the process\n"
-          "  -j, --json      print JSON instead of text\n"
-          "  -h, --help      this help\n",
-          out);
+    fputs(
+        "usage: conprof-agent dump --pid PID [--json]\n"
+        "\n"
+        "Prints the current Python stack of every thread of the process, most recent call first,\n"
+        "with the thread id, native thread id, name and whether it holds the GIL.\n"
+        "\n"
+        "options:\n"
+        "  -p, --pid PID   the process\n"
+        "  -j, --json      print JSON instead of text\n"
+        "  -h, --help      this help\n",
+        out);
 }
 
 struct dumped_thread {
@@ -40,25 +41,22 @@ static json_t *thread_json(const struct agg *agg, const struct dumped_thread *d,
     json_t *frames = json_array();
     for (int i = 0; i < d->depth; i++) {
         const struct agg_frame *f = &agg->frames[ids[i]];
-        json_array_append_new(frames, json_pack("{s:s, s:s, s:i}", "name",
-                                                strtab_get(&agg->strings, f->name), "file",
-                                                strtab_get(&agg->strings, f->file), "line",
-                                                (int)f->line));
+        json_array_append_new(
+            frames, json_pack("{s:s, s:s, s:i}", "name", strtab_get(&agg->strings, f->name), "file",
+                              strtab_get(&agg->strings, f->file), "line", (int)f->line));
     }
     json_t *o = json_pack("{s:I, s:i, s:s, s:o}", "thread_id", (json_int_t)d->t->thread_id,
                           "native_tid", (int)d->t->native_tid, "name", d->name, "frames", frames);
     json_object_set_new(o, "holds_gil", gil_known ? json_boolean(d->holds_gil) : json_null());
-    if (d->depth < 0)
-        json_object_set_new(o, "error", json_string(d->err.msg));
+    if (d->depth < 0) json_object_set_new(o, "error", json_string(d->err.msg));
     return o;
 }
 
 static void print_thread_text(const struct agg *agg, const struct dumped_thread *d,
                               const uint32_t *ids)
 {
-    printf("Thread %d (%s), ident 0x%llx%s:\n", (int)d->t->native_tid,
-           d->name[0] ? d->name : "?", (unsigned long long)d->t->thread_id,
-           d->holds_gil ? ", holds the GIL" : "");
+    printf("Thread %d (%s), ident 0x%llx%s:\n", (int)d->t->native_tid, d->name[0] ? d->name : "?",
+           (unsigned long long)d->t->thread_id, d->holds_gil ? ", holds the GIL" : "");
     if (d->depth < 0)
         printf("    <cannot read the stack: %s>\n", d->err.msg);
     else if (d->depth == 0)
@@ -88,9 +86,15 @@ int cmd_dump(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
-        case 'j': as_json = true; break;
-        case 'h': dump_usage(stdout); return EXIT_OK;
-        default: dump_usage(stderr); return EXIT_USAGE;
+        case 'j':
+            as_json = true;
+            break;
+        case 'h':
+            dump_usage(stdout);
+            return EXIT_OK;
+        default:
+            dump_usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (optind < argc || !pid) {

@@ -37,7 +37,8 @@ struct record_args {
     long top;
 };
 
-static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: main's state, written by the handler */
+static volatile sig_atomic_t
+    g_stop; /* set by SIGINT/SIGTERM: main's state, written by the handler */
 
 static void on_signal(int sig)
 {
@@ -47,37 +48,37 @@ static void on_signal(int sig)
 
 static void record_usage(FILE *out)
 {
-    fputs("usage: conprof-agent record [options] --pid PID\n"
-          "       conprof-agent record [options] -- COMMAND [ARGS...]\n"
-          "\n"
-          "Samples the Python stacks of a process from outside (it is never stopped) and writes one\n"
-          "profile when the duration is over, the process exits, or on Ctrl-C.\n"
-          "\n"
-          "options:\n"
-          "  -p, --pid PID          the process to profile\n"
-          "  -r, --rate HZ          samples per second, 1 to 1000 (default 100)\n"
-          "  -d, --duration SECS    how long to record (default: until the process exits or Ctrl-C)\n"
-          "  -o, --output FILE      where to write (default conprof-PID.svg); the format follows the\n"
-          "                         extension: .svg flame graph, .pb.gz/.pprof pprof, .txt/.folded\n"
-          "                         collapsed stacks\n"
-          "  -f, --format FMT       svg | pprof | collapsed, whatever the extension\n"
-          "  -t, --threads          add a frame per thread at the root of the stacks\n"
-          "      --dimension DIM    cpu | wall: what the SVG and collapsed stacks weigh (default cpu);\n"
-          "                         pprof always carries both\n"
-          "      --top N            print the N functions with the most self time at the end\n"
-          "  -q, --quiet            no progress line\n"
-          "  -h, --help             this help\n",
-          out);
+    fputs(
+        "usage: conprof-agent record [options] --pid PID\n"
+        "       conprof-agent record [options] -- COMMAND [ARGS...]\n"
+        "\n"
+        "Samples the Python stacks of a process from outside (it is never stopped) and writes one\n"
+        "profile when the duration is over, the process exits, or on Ctrl-C.\n"
+        "\n"
+        "options:\n"
+        "  -p, --pid PID          the process to profile\n"
+        "  -r, --rate HZ          samples per second, 1 to 1000 (default 100)\n"
+        "  -d, --duration SECS    how long to record (default: until the process exits or Ctrl-C)\n"
+        "  -o, --output FILE      where to write (default conprof-PID.svg); the format follows "
+        "the\n"
+        "                         extension: .svg flame graph, .pb.gz/.pprof pprof, .txt/.folded\n"
+        "                         collapsed stacks\n"
+        "  -f, --format FMT       svg | pprof | collapsed, whatever the extension\n"
+        "  -t, --threads          add a frame per thread at the root of the stacks\n"
+        "      --dimension DIM    cpu | wall: what the SVG and collapsed stacks weigh (default "
+        "cpu);\n"
+        "                         pprof always carries both\n"
+        "      --top N            print the N functions with the most self time at the end\n"
+        "  -q, --quiet            no progress line\n"
+        "  -h, --help             this help\n",
+        out);
 }
 
 static enum out_format format_from_name(const char *name)
 {
-    if (!strcmp(name, "svg"))
-        return FORMAT_SVG;
-    if (!strcmp(name, "pprof"))
-        return FORMAT_PPROF;
-    if (!strcmp(name, "collapsed"))
-        return FORMAT_COLLAPSED;
+    if (!strcmp(name, "svg")) return FORMAT_SVG;
+    if (!strcmp(name, "pprof")) return FORMAT_PPROF;
+    if (!strcmp(name, "collapsed")) return FORMAT_COLLAPSED;
     return FORMAT_AUTO;
 }
 
@@ -89,8 +90,7 @@ static bool ends_with(const char *s, const char *suffix)
 
 static enum out_format format_from_path(const char *path)
 {
-    if (ends_with(path, ".svg"))
-        return FORMAT_SVG;
+    if (ends_with(path, ".svg")) return FORMAT_SVG;
     if (ends_with(path, ".pb.gz") || ends_with(path, ".pprof") || ends_with(path, ".pb"))
         return FORMAT_PPROF;
     if (ends_with(path, ".txt") || ends_with(path, ".folded") || ends_with(path, ".collapsed"))
@@ -101,11 +101,16 @@ static enum out_format format_from_path(const char *path)
 static int parse_args(int argc, char **argv, struct record_args *a)
 {
     static const struct option opts[] = {
-        {"pid", required_argument, NULL, 'p'},      {"rate", required_argument, NULL, 'r'},
-        {"duration", required_argument, NULL, 'd'}, {"output", required_argument, NULL, 'o'},
-        {"format", required_argument, NULL, 'f'},   {"threads", no_argument, NULL, 't'},
-        {"dimension", required_argument, NULL, 'D'}, {"top", required_argument, NULL, 'T'},
-        {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
+        {"pid", required_argument, NULL, 'p'},
+        {"rate", required_argument, NULL, 'r'},
+        {"duration", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
+        {"format", required_argument, NULL, 'f'},
+        {"threads", no_argument, NULL, 't'},
+        {"dimension", required_argument, NULL, 'D'},
+        {"top", required_argument, NULL, 'T'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     *a = (struct record_args){.rate = 100, .dim = AGG_CPU};
@@ -133,14 +138,18 @@ static int parse_args(int argc, char **argv, struct record_args *a)
                 return EXIT_USAGE;
             }
             break;
-        case 'o': a->output = optarg; break;
+        case 'o':
+            a->output = optarg;
+            break;
         case 'f':
             if ((a->format = format_from_name(optarg)) == FORMAT_AUTO) {
                 cli_error("--format expects svg, pprof or collapsed, got '%s'", optarg);
                 return EXIT_USAGE;
             }
             break;
-        case 't': a->threads = true; break;
+        case 't':
+            a->threads = true;
+            break;
         case 'D':
             if (!strcmp(optarg, "cpu"))
                 a->dim = AGG_CPU;
@@ -157,13 +166,18 @@ static int parse_args(int argc, char **argv, struct record_args *a)
                 return EXIT_USAGE;
             }
             break;
-        case 'q': a->quiet = true; break;
-        case 'h': record_usage(stdout); return EXIT_OK + 100; /* "done, exit 0" */
-        default: record_usage(stderr); return EXIT_USAGE;
+        case 'q':
+            a->quiet = true;
+            break;
+        case 'h':
+            record_usage(stdout);
+            return EXIT_OK + 100; /* "done, exit 0" */
+        default:
+            record_usage(stderr);
+            return EXIT_USAGE;
         }
     }
-    if (optind < argc)
-        a->command = argv + optind;
+    if (optind < argc) a->command = argv + optind;
     if (!a->pid == !a->command) {
         cli_error(a->pid ? "give either --pid or a command after '--', not both"
                          : "nothing to record: give --pid PID or '-- COMMAND [ARGS...]'");
@@ -176,8 +190,7 @@ static int parse_args(int argc, char **argv, struct record_args *a)
                   a->output);
         return EXIT_USAGE;
     }
-    if (a->format == FORMAT_AUTO)
-        a->format = FORMAT_SVG;
+    if (a->format == FORMAT_AUTO) a->format = FORMAT_SVG;
     return EXIT_OK;
 }
 
@@ -234,8 +247,8 @@ static bool child_exited(pid_t child)
 
 static void show_progress(const struct sampler *s, double elapsed, bool final)
 {
-    fprintf(stderr, "\r\033[Kconprof: pid %d, %.1f s, %llu samples, %llu errors%s", (int)s->proc.pid,
-            elapsed, (unsigned long long)s->stats.thread_samples,
+    fprintf(stderr, "\r\033[Kconprof: pid %d, %.1f s, %llu samples, %llu errors%s",
+            (int)s->proc.pid, elapsed, (unsigned long long)s->stats.thread_samples,
             (unsigned long long)s->stats.errors, final ? "\n" : "");
     fflush(stderr);
 }
@@ -263,8 +276,7 @@ static void sample_loop(struct sampler *s, const struct record_args *a, pid_t ch
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         r->seconds = seconds_between(&start, &now);
-        if (a->duration > 0 && r->seconds >= a->duration)
-            break;
+        if (a->duration > 0 && r->seconds >= a->duration) break;
         if (progress && seconds_between(&last_shown, &now) >= 0.25) {
             show_progress(s, r->seconds, false);
             last_shown = now;
@@ -281,8 +293,7 @@ static void sample_loop(struct sampler *s, const struct record_args *a, pid_t ch
     }
     clock_gettime(CLOCK_MONOTONIC, &now);
     r->seconds = seconds_between(&start, &now);
-    if (progress)
-        show_progress(s, r->seconds, true);
+    if (progress) show_progress(s, r->seconds, true);
 }
 
 static int write_profile(const struct record_args *a, const struct agg *agg,
@@ -314,8 +325,7 @@ static int write_profile(const struct record_args *a, const struct agg *agg,
         struct flamegraph_opts fo = {.title = title, .subtitle = subtitle, .dim = a->dim};
         rc = flamegraph_svg_write(agg, &fo, &out, err);
     }
-    if (rc == 0)
-        rc = cli_write_file(path, out.data, out.len, err);
+    if (rc == 0) rc = cli_write_file(path, out.data, out.len, err);
     buf_free(&out);
     return rc;
 }
@@ -326,8 +336,7 @@ static void stop_child(pid_t child)
 {
     kill(child, SIGTERM);
     for (int i = 0; i < 200; i++) {
-        if (waitpid(child, NULL, WNOHANG) == child)
-            return;
+        if (waitpid(child, NULL, WNOHANG) == child) return;
         usleep(10 * 1000);
     }
     kill(child, SIGKILL);
@@ -347,12 +356,10 @@ int cmd_record(int argc, char **argv)
 {
     struct record_args a;
     int rc = parse_args(argc, argv, &a);
-    if (rc != EXIT_OK)
-        return rc == EXIT_OK + 100 ? EXIT_OK : rc;
+    if (rc != EXIT_OK) return rc == EXIT_OK + 100 ? EXIT_OK : rc;
     struct cp_err err = {0};
     pid_t child = 0;
-    if (a.command && (child = spawn(a.command, &err)) < 0)
-        return cli_fail(&err);
+    if (a.command && (child = spawn(a.command, &err)) < 0) return cli_fail(&err);
     pid_t pid = child ? child : a.pid;
     install_signals();
 
@@ -366,8 +373,7 @@ int cmd_record(int argc, char **argv)
     struct sampler_opts so = {.rate_hz = (int)a.rate, .thread_frames = a.threads};
     if (sampler_open(s, pid, &agg, &so, child ? 5000 : 0, &err) < 0) {
         rc = cli_fail(&err);
-        if (child)
-            stop_child(child);
+        if (child) stop_child(child);
         agg_free(&agg);
         free(s);
         return rc;
@@ -399,10 +405,8 @@ int cmd_record(int argc, char **argv)
         if (s->stats.errors && s->stats.last_error.msg[0])
             fprintf(stderr, "conprof: last sampling error: %s\n", s->stats.last_error.msg);
     }
-    if (rc == EXIT_OK && a.top > 0)
-        summary_print_top(stdout, &agg, a.dim, (int)a.top);
-    if (child && !r.target_exited)
-        stop_child(child);
+    if (rc == EXIT_OK && a.top > 0) summary_print_top(stdout, &agg, a.dim, (int)a.top);
+    if (child && !r.target_exited) stop_child(child);
     sampler_close(s);
     free(s);
     agg_free(&agg);

@@ -24,10 +24,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "record"))
-        return cmd_record(argc - 1, argv + 1);
-    if (!strcmp(cmd, "dump"))
-        return cmd_dump(argc - 1, argv + 1);
+    if (!strcmp(cmd, "record")) return cmd_record(argc - 1, argv + 1);
+    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version"))
         return cmd_version(argc - 1, argv + 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

@@ -10,8 +10,7 @@ int profile_record_set_label(struct profile_record *r, const char *key, const ch
     while (i < r->nlabels && strcmp(r->labels[i].key, key) < 0)
         i++;
     char *v = strdup(value);
-    if (!v)
-        return -1;
+    if (!v) return -1;
     if (i < r->nlabels && strcmp(r->labels[i].key, key) == 0) {
         free(r->labels[i].value);
         r->labels[i].value = v;
@@ -22,8 +21,7 @@ int profile_record_set_label(struct profile_record *r, const char *key, const ch
     if (!k || !l) {
         free(k);
         free(v);
-        if (l)
-            r->labels = l;
+        if (l) r->labels = l;
         return -1;
     }
     r->labels = l;
@@ -36,8 +34,7 @@ int profile_record_set_label(struct profile_record *r, const char *key, const ch
 const char *profile_record_label(const struct profile_record *r, const char *key)
 {
     for (size_t i = 0; i < r->nlabels; i++)
-        if (strcmp(r->labels[i].key, key) == 0)
-            return r->labels[i].value;
+        if (strcmp(r->labels[i].key, key) == 0) return r->labels[i].value;
     return NULL;
 }
 

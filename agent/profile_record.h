@@ -21,13 +21,13 @@ struct profile_label {
 };
 
 struct profile_record {
-    char *app_name;       /* the application_name label, also the Pyroscope series name */
+    char *app_name; /* the application_name label, also the Pyroscope series name */
     struct profile_label *labels;
     size_t nlabels;
-    int64_t from_ns;      /* period start, ns since the epoch */
-    int64_t until_ns;     /* period end */
-    int rate_hz;          /* sampling rate (Pyroscope's sampleRate) */
-    struct buf pprof_gz;  /* the profile */
+    int64_t from_ns;     /* period start, ns since the epoch */
+    int64_t until_ns;    /* period end */
+    int rate_hz;         /* sampling rate (Pyroscope's sampleRate) */
+    struct buf pprof_gz; /* the profile */
 };
 
 /* Adds or replaces a label (copies both strings); keeps labels sorted. 0, or -1 on memory. */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 struct func_time {
-    uint32_t frame;      /* a representative frame: its name and file */
+    uint32_t frame; /* a representative frame: its name and file */
     int64_t self, total;
     uint32_t last_stack; /* stack index + 1 that last added to total (recursion guard) */
 };
@@ -17,8 +17,7 @@ struct func_time {
 static int by_self_desc(const void *pa, const void *pb)
 {
     const struct func_time *a = pa, *b = pb;
-    if (a->self != b->self)
-        return a->self < b->self ? 1 : -1;
+    if (a->self != b->self) return a->self < b->self ? 1 : -1;
     return a->total < b->total ? 1 : a->total > b->total ? -1 : 0;
 }
 

@@ -61,10 +61,8 @@ struct worker {
 static struct agg *app_agg(struct worker *w, int key)
 {
     for (int i = 0; i < w->napps; i++)
-        if (w->apps[i].key == key)
-            return &w->apps[i].agg;
-    if (w->napps == MAX_APPS || agg_init(&w->apps[w->napps].agg) < 0)
-        return NULL;
+        if (w->apps[i].key == key) return &w->apps[i].agg;
+    if (w->napps == MAX_APPS || agg_init(&w->apps[w->napps].agg) < 0) return NULL;
     w->apps[w->napps].key = key;
     return &w->apps[w->napps++].agg;
 }
@@ -114,8 +112,7 @@ static void set_targets(struct worker *w, json_t *msg)
     if (json_is_integer(rate) && json_integer_value(rate) >= 1 && json_integer_value(rate) <= 1000)
         w->rate_hz = (int)json_integer_value(rate);
     json_t *list = json_object_get(msg, "targets");
-    if (!json_is_array(list))
-        return;
+    if (!json_is_array(list)) return;
     bool keep[MAX_TARGETS] = {false};
     size_t i;
     json_t *item;
@@ -124,18 +121,15 @@ static void set_targets(struct worker *w, json_t *msg)
         json_int_t pid = json_integer_value(json_object_get(item, "pid"));
         json_int_t start = json_integer_value(json_object_get(item, "start_time"));
         json_int_t app = json_integer_value(json_object_get(item, "app"));
-        if (pid <= 0 || pid > 0x7fffffff)
-            continue;
+        if (pid <= 0 || pid > 0x7fffffff) continue;
         int found = -1;
         for (int k = 0; k < w->ntargets; k++)
-            if (w->targets[k].pid == pid && w->targets[k].start_time == (uint64_t)start)
-                found = k;
+            if (w->targets[k].pid == pid && w->targets[k].start_time == (uint64_t)start) found = k;
         if (found >= 0) {
             keep[found] = true;
             continue;
         }
-        if (w->ntargets == MAX_TARGETS)
-            continue;
+        if (w->ntargets == MAX_TARGETS) continue;
         struct w_target *t = &w->targets[w->ntargets];
         memset(t, 0, sizeof *t);
         t->pid = (pid_t)pid;
@@ -167,17 +161,17 @@ static int flush(struct worker *w, json_int_t period)
     struct cp_err err;
     for (int i = 0; i < w->napps; i++) {
         struct agg *agg = &w->apps[i].agg;
-        if (agg->nstacks == 0)
-            continue;
+        if (agg->nstacks == 0) continue;
         struct pprof_meta meta = {.time_nanos = realtime_ns(&w->period_start),
-                                  .duration_nanos = realtime_ns(&now) - realtime_ns(&w->period_start),
+                                  .duration_nanos =
+                                      realtime_ns(&now) - realtime_ns(&w->period_start),
                                   .period_nanos = 1000000000LL / w->rate_hz};
         struct buf out = {0};
         if (pprof_write(agg, &meta, &out, &err) == 0) {
-            json_t *j = json_pack("{s:I, s:i, s:I, s:I, s:I}", "period", period, "app",
-                                  w->apps[i].key, "samples", (json_int_t)agg->total_samples,
-                                  "cpu_ns", (json_int_t)agg->total_cpu_ns, "wall_ns",
-                                  (json_int_t)agg->total_wall_ns);
+            json_t *j =
+                json_pack("{s:I, s:i, s:I, s:I, s:I}", "period", period, "app", w->apps[i].key,
+                          "samples", (json_int_t)agg->total_samples, "cpu_ns",
+                          (json_int_t)agg->total_cpu_ns, "wall_ns", (json_int_t)agg->total_wall_ns);
             int rc = worker_proto_send(w->fd, WP_PROFILE, j, out.data, out.len, &err);
             json_decref(j);
             if (rc < 0) {
@@ -197,8 +191,8 @@ static int flush(struct worker *w, json_int_t period)
                                (json_int_t)t->errors, "attached", t->attached, "error", t->error));
         t->samples = t->errors = 0;
     }
-    json_t *j = json_pack("{s:I, s:o, s:s}", "period", period, "targets", targets, "note",
-                          w->mntns_note);
+    json_t *j =
+        json_pack("{s:I, s:o, s:s}", "period", period, "targets", targets, "note", w->mntns_note);
     int rc = worker_proto_send(w->fd, WP_FLUSHED, j, NULL, 0, &err);
     json_decref(j);
     w->period_start = now;
@@ -209,8 +203,7 @@ static void sample_all(struct worker *w)
 {
     for (int k = 0; k < w->ntargets; k++) {
         struct w_target *t = &w->targets[k];
-        if (!t->attached)
-            continue;
+        if (!t->attached) continue;
         uint64_t before = t->s->stats.thread_samples, errors = t->s->stats.errors;
         struct cp_err err;
         if (sampler_tick(t->s, &err) < 0) {
@@ -238,8 +231,7 @@ static int handle_messages(struct worker *w, struct worker_reader *r)
         else if (m.type == WP_STOP)
             result = -1;
         worker_msg_free(&m);
-        if (result < 0)
-            return -1;
+        if (result < 0) return -1;
     }
     return rc < 0 ? -1 : 0;
 }
@@ -257,7 +249,8 @@ static int ms_until(const struct timespec *deadline)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ms = (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    int64_t ms =
+        (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
     return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
 
@@ -280,7 +273,8 @@ static void serve(struct worker *w)
         }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > next.tv_sec || (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec)) {
+        if (now.tv_sec > next.tv_sec ||
+            (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec)) {
             sample_all(w);
             add_ns(&next, 1000000000L / w->rate_hz);
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -308,8 +302,7 @@ static void enter_namespace(struct worker *w, const struct worker_spec *spec)
     else
         snprintf(w->mntns_note, sizeof w->mntns_note, "in the mount namespace of pid %d",
                  (int)spec->ns_pid);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
 }
 
 static void worker_main(int fd, const struct worker_spec *spec)
@@ -323,8 +316,7 @@ static void worker_main(int fd, const struct worker_spec *spec)
     w.fd = fd;
     w.rate_hz = 100;
     w.procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (w.procfd < 0)
-        _exit(3);
+    if (w.procfd < 0) _exit(3);
     enter_namespace(&w, spec);
     struct cp_err err;
     if (caps_restrict_worker(&err) < 0) {

@@ -19,7 +19,7 @@
 #include <sys/types.h>
 
 struct worker_spec {
-    pid_t ns_pid;      /* a process of the container, whose mount namespace to enter */
+    pid_t ns_pid; /* a process of the container, whose mount namespace to enter */
     bool enter_mntns;
     const char *label; /* for messages: the container id or "host" */
 };

@@ -9,8 +9,7 @@
 
 void worker_msg_free(struct worker_msg *m)
 {
-    if (m->json)
-        json_decref(m->json);
+    if (m->json) json_decref(m->json);
     buf_free(&m->blob);
     memset(m, 0, sizeof *m);
 }
@@ -57,8 +56,7 @@ int worker_proto_encode(enum worker_msg_type type, const json_t *json, const voi
                  ? -1
                  : 0;
     free(text);
-    if (rc < 0)
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory");
+    if (rc < 0) cp_err_set(err, CP_ERR_NOMEM, "out of memory");
     return rc;
 }
 
@@ -66,13 +64,11 @@ int worker_proto_send(int fd, enum worker_msg_type type, const json_t *json, con
                       size_t blob_len, struct cp_err *err)
 {
     struct buf frame = {0};
-    if (worker_proto_encode(type, json, blob, blob_len, &frame, err) < 0)
-        return -1;
+    if (worker_proto_encode(type, json, blob, blob_len, &frame, err) < 0) return -1;
     size_t off = 0;
     while (off < frame.len) {
         ssize_t n = write(fd, frame.data + off, frame.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             cp_err_set(err, CP_ERR_IO, "cannot send to the worker channel: %s", strerror(errno));
             buf_free(&frame);
@@ -86,7 +82,8 @@ int worker_proto_send(int fd, enum worker_msg_type type, const json_t *json, con
 
 int worker_reader_feed(struct worker_reader *r, const void *data, size_t len, struct cp_err *err)
 {
-    if (r->pending.len + len > WORKER_PROTO_HEADER + WORKER_PROTO_MAX_JSON + WORKER_PROTO_MAX_BLOB) {
+    if (r->pending.len + len >
+        WORKER_PROTO_HEADER + WORKER_PROTO_MAX_JSON + WORKER_PROTO_MAX_BLOB) {
         cp_err_set(err, CP_ERR_INVALID, "worker channel: too much unread data");
         return -1;
     }
@@ -100,8 +97,7 @@ int worker_reader_feed(struct worker_reader *r, const void *data, size_t len, st
 int worker_reader_next(struct worker_reader *r, struct worker_msg *out, struct cp_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (r->pending.len < WORKER_PROTO_HEADER)
-        return 0;
+    if (r->pending.len < WORKER_PROTO_HEADER) return 0;
     const uint8_t *p = (const uint8_t *)r->pending.data;
     uint32_t type = get_u32(p), json_len = get_u32(p + 4), blob_len = get_u32(p + 8);
     if (!known_type(type) || json_len > WORKER_PROTO_MAX_JSON || blob_len > WORKER_PROTO_MAX_BLOB) {
@@ -111,13 +107,11 @@ int worker_reader_next(struct worker_reader *r, struct worker_msg *out, struct c
         return -1;
     }
     size_t total = WORKER_PROTO_HEADER + (size_t)json_len + blob_len;
-    if (r->pending.len < total)
-        return 0;
+    if (r->pending.len < total) return 0;
     json_error_t jerr;
     json_t *json = json_loadb((const char *)p + WORKER_PROTO_HEADER, json_len, 0, &jerr);
     if (!json || !json_is_object(json)) {
-        if (json)
-            json_decref(json);
+        if (json) json_decref(json);
         cp_err_set(err, CP_ERR_INVALID, "worker channel: message %u is not a JSON object: %s", type,
                    json ? "wrong type" : jerr.text);
         return -1;
@@ -134,4 +128,7 @@ int worker_reader_next(struct worker_reader *r, struct worker_msg *out, struct c
     return 1;
 }
 
-void worker_reader_free(struct worker_reader *r) { buf_free(&r->pending); }
+void worker_reader_free(struct worker_reader *r)
+{
+    buf_free(&r->pending);
+}

@@ -11,10 +11,9 @@
  *   agent -> worker
  *     WP_TARGETS  {"rate_hz": int, "targets": [{"pid": int, "start_time": int, "app": int}]}
  *                 the complete set of processes to sample; "app" is the agent's application key
- *     WP_FLUSH    {"period": int}  end of period: send one WP_PROFILE per application, then WP_FLUSHED
- *     WP_STOP     {}               flush nothing, exit
- *   worker -> agent
- *     WP_PROFILE  {"period": int, "app": int, "samples": int, "cpu_ns": int, "wall_ns": int}
+ *     WP_FLUSH    {"period": int}  end of period: send one WP_PROFILE per application, then
+ * WP_FLUSHED WP_STOP     {}               flush nothing, exit worker -> agent WP_PROFILE {"period":
+ * int, "app": int, "samples": int, "cpu_ns": int, "wall_ns": int}
  *                 + blob: the gzipped pprof of that application for the period
  *     WP_FLUSHED  {"period": int, "targets": [{"pid": int, "python": str, "samples": int,
  *                 "errors": int, "attached": bool, "error": str}]}
@@ -43,8 +42,8 @@ enum worker_msg_type {
 
 struct worker_msg {
     enum worker_msg_type type;
-    json_t *json;     /* owned; an object */
-    struct buf blob;  /* owned */
+    json_t *json;    /* owned; an object */
+    struct buf blob; /* owned */
 };
 
 void worker_msg_free(struct worker_msg *m);

@@ -31,7 +31,7 @@ struct agg_frame {
 };
 
 struct agg_stack {
-    uint32_t first;   /* index of the leaf frame id in the frame-id arena */
+    uint32_t first; /* index of the leaf frame id in the frame-id arena */
     uint32_t depth;
     uint64_t samples;
     int64_t cpu_ns;
@@ -42,13 +42,13 @@ struct agg {
     struct strtab strings;
     struct agg_frame *frames; /* index = frame id; frames[0] unused, ids 1..nframes */
     uint32_t nframes, frames_cap;
-    uint32_t *frame_slots;    /* hash of frames: slot -> id, 0 = empty */
+    uint32_t *frame_slots; /* hash of frames: slot -> id, 0 = empty */
     uint32_t frame_nslots;
-    uint32_t *arena;          /* the frame ids of all stacks */
+    uint32_t *arena; /* the frame ids of all stacks */
     size_t arena_len, arena_cap;
     struct agg_stack *stacks;
     uint32_t nstacks, stacks_cap;
-    uint64_t *stack_slots;    /* hash of stacks: slot -> hash << 32 | (index + 1), 0 = empty */
+    uint64_t *stack_slots; /* hash of stacks: slot -> hash << 32 | (index + 1), 0 = empty */
     uint32_t stack_nslots;
     uint64_t total_samples;
     int64_t total_cpu_ns, total_wall_ns;

@@ -30,8 +30,7 @@ void cputime_free(struct cputime *c)
 {
     if (c->slots)
         for (uint32_t i = 0; i < SLOTS; i++)
-            if (c->slots[i].tid)
-                close(c->slots[i].fd);
+            if (c->slots[i].tid) close(c->slots[i].fd);
     free(c->slots);
     c->slots = NULL;
     c->count = 0;
@@ -40,16 +39,15 @@ void cputime_free(struct cputime *c)
 static int open_schedstat(int procfd, pid_t pid, int32_t tid)
 {
     char rel[96];
-    return procfs_open(procfd, procfs_path(rel, sizeof rel, "%d/task/%d/schedstat", (int)pid, (int)tid),
-                       O_RDONLY);
+    return procfs_open(
+        procfd, procfs_path(rel, sizeof rel, "%d/task/%d/schedstat", (int)pid, (int)tid), O_RDONLY);
 }
 
 static int64_t read_ns(int fd)
 {
     char text[96];
     ssize_t n = pread(fd, text, sizeof text - 1, 0);
-    if (n <= 0)
-        return -1;
+    if (n <= 0) return -1;
     text[n] = '\0';
     char *end;
     unsigned long long ns = strtoull(text, &end, 10);
@@ -59,19 +57,20 @@ static int64_t read_ns(int fd)
 int64_t cputime_read_total(pid_t pid, int32_t tid)
 {
     int fd = open_schedstat(PROCFS_DEFAULT, pid, tid);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     int64_t ns = read_ns(fd);
     close(fd);
     return ns;
 }
 
-static uint32_t slot_of(int32_t tid) { return ((uint32_t)tid * 2654435761u) & (SLOTS - 1); }
+static uint32_t slot_of(int32_t tid)
+{
+    return ((uint32_t)tid * 2654435761u) & (SLOTS - 1);
+}
 
 int64_t cputime_delta(struct cputime *c, int32_t tid)
 {
-    if (tid <= 0)
-        return -1;
+    if (tid <= 0) return -1;
     uint32_t i = slot_of(tid);
     while (c->slots[i].tid && c->slots[i].tid != tid)
         i = (i + 1) & (SLOTS - 1);
@@ -79,17 +78,14 @@ int64_t cputime_delta(struct cputime *c, int32_t tid)
     if (e->tid) {
         int64_t ns = read_ns(e->fd);
         e->seen = true;
-        if (ns < 0)
-            return -1;
+        if (ns < 0) return -1;
         int64_t delta = ns >= (int64_t)e->last_ns ? ns - (int64_t)e->last_ns : 0;
         e->last_ns = (uint64_t)ns;
         return delta;
     }
-    if (c->count >= CPUTIME_MAX_THREADS)
-        return -1;
+    if (c->count >= CPUTIME_MAX_THREADS) return -1;
     int fd = open_schedstat(c->procfd, c->pid, tid);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     int64_t ns = read_ns(fd);
     if (ns < 0) {
         close(fd);
@@ -121,8 +117,7 @@ static void remove_at(struct cputime *c, uint32_t i)
 void cputime_sweep(struct cputime *c)
 {
     for (uint32_t i = 0; i < SLOTS; i++) {
-        if (!c->slots[i].tid)
-            continue;
+        if (!c->slots[i].tid) continue;
         if (c->slots[i].seen) {
             c->slots[i].seen = false;
         } else {

@@ -1,8 +1,8 @@
 /* error: the error value every fallible conprof function fills.
  *
- * Contract: a function that can fail takes a `struct cp_err *` (never NULL) and returns -1 (or NULL)
- * after calling cp_err_set(); the caller owns the buffer. The message names the problem and, where
- * there is one, the fix. `code` lets a CLI choose its exit status and a caller react without
+ * Contract: a function that can fail takes a `struct cp_err *` (never NULL) and returns -1 (or
+ * NULL) after calling cp_err_set(); the caller owns the buffer. The message names the problem and,
+ * where there is one, the fix. `code` lets a CLI choose its exit status and a caller react without
  * parsing text. No global state; thread-safe as long as each thread has its own cp_err.
  */
 #ifndef CONPROF_ERROR_H

@@ -8,8 +8,7 @@
 
 static const char *full_path(int procfd, const char *rel, char *buf, size_t size)
 {
-    if (procfd != PROCFS_DEFAULT)
-        return rel;
+    if (procfd != PROCFS_DEFAULT) return rel;
     snprintf(buf, size, "/proc/%s", rel);
     return buf;
 }
@@ -26,17 +25,16 @@ ssize_t procfs_readlink(int procfd, const char *rel, char *out, size_t size)
 {
     char buf[4200];
     const char *path = full_path(procfd, rel, buf, sizeof buf);
-    return procfd == PROCFS_DEFAULT ? readlink(path, out, size) : readlinkat(procfd, path, out, size);
+    return procfd == PROCFS_DEFAULT ? readlink(path, out, size)
+                                    : readlinkat(procfd, path, out, size);
 }
 
 DIR *procfs_opendir(int procfd, const char *rel)
 {
     int fd = procfs_open(procfd, rel, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return NULL;
+    if (fd < 0) return NULL;
     DIR *d = fdopendir(fd);
-    if (!d)
-        close(fd);
+    if (!d) close(fd);
     return d;
 }
 

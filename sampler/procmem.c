@@ -13,11 +13,9 @@ static int procmem_read(void *ctx, uint64_t addr, void *dst, size_t len)
     struct iovec remote = {(void *)(uintptr_t)addr, len};
     pm->calls++;
     ssize_t n = process_vm_readv(pm->pid, &local, 1, &remote, 1, 0);
-    if (n == (ssize_t)len)
-        return 0;
+    if (n == (ssize_t)len) return 0;
     pm->failures++;
-    if (n >= 0)
-        errno = EFAULT;
+    if (n >= 0) errno = EFAULT;
     return -1;
 }
 
@@ -25,10 +23,8 @@ static int procmem_readv(void *ctx, const struct mem_range *ranges, int n)
 {
     struct procmem *pm = ctx;
     struct iovec local[PROCMEM_MAX_IOV], remote[PROCMEM_MAX_IOV];
-    if (n <= 0)
-        return 0;
-    if (n > PROCMEM_MAX_IOV)
-        n = PROCMEM_MAX_IOV;
+    if (n <= 0) return 0;
+    if (n > PROCMEM_MAX_IOV) n = PROCMEM_MAX_IOV;
     for (int i = 0; i < n; i++) {
         local[i] = (struct iovec){ranges[i].dst, ranges[i].len};
         remote[i] = (struct iovec){(void *)(uintptr_t)ranges[i].addr, ranges[i].len};
@@ -45,8 +41,7 @@ static int procmem_readv(void *ctx, const struct mem_range *ranges, int n)
         left -= ranges[whole].len;
         whole++;
     }
-    if (whole < n)
-        pm->failures++;
+    if (whole < n) pm->failures++;
     return whole;
 }
 

@@ -24,9 +24,9 @@
 #include <stdint.h>
 
 struct pprof_meta {
-    int64_t time_nanos;     /* start of collection, ns since the epoch */
-    int64_t duration_nanos; /* length of collection */
-    int64_t period_nanos;   /* 1e9 / sampling rate */
+    int64_t time_nanos;          /* start of collection, ns since the epoch */
+    int64_t duration_nanos;      /* length of collection */
+    int64_t period_nanos;        /* 1e9 / sampling rate */
     const char *const *comments; /* optional human-readable comments, may be NULL */
     size_t ncomments;
 };

@@ -19,7 +19,8 @@
 #define PYOFF_NONE (-1)
 
 /* PY_VERSION_HEX of major.minor.micro, release level final. */
-#define PY_HEX(maj, min, mic) (((uint32_t)(maj) << 24) | ((uint32_t)(min) << 16) | ((uint32_t)(mic) << 8) | 0xf0u)
+#define PY_HEX(maj, min, mic)                                                                      \
+    (((uint32_t)(maj) << 24) | ((uint32_t)(min) << 16) | ((uint32_t)(mic) << 8) | 0xf0u)
 
 enum py_layout {
     PY_LAYOUT_FRAMEOBJECT = 1, /* 3.7-3.10: tstate->frame is a PyFrameObject chain (f_back) */
@@ -34,9 +35,9 @@ enum py_linetable_kind {
 };
 
 enum py_lasti_kind {
-    PY_LASTI_BYTES = 1,    /* f_lasti is a byte offset (<=3.9) */
-    PY_LASTI_CODEUNITS,    /* f_lasti counts 2-byte code units (3.10) */
-    PY_LASTI_INSTR_PTR,    /* a pointer into co_code_adaptive (3.11+) */
+    PY_LASTI_BYTES = 1, /* f_lasti is a byte offset (<=3.9) */
+    PY_LASTI_CODEUNITS, /* f_lasti counts 2-byte code units (3.10) */
+    PY_LASTI_INSTR_PTR, /* a pointer into co_code_adaptive (3.11+) */
 };
 
 struct py_offsets {
@@ -47,58 +48,60 @@ struct py_offsets {
 
     /* _PyRuntimeState */
     int32_t runtime_interpreters_head;
-    int32_t runtime_tstate_current;  /* gilstate.tstate_current, <= 3.11, else NONE */
+    int32_t runtime_tstate_current; /* gilstate.tstate_current, <= 3.11, else NONE */
 
     /* PyInterpreterState */
     int32_t interp_next;
     int32_t interp_id;
-    int32_t interp_tstate_head;      /* tstate_head (<=3.10) / threads.head (3.11+) */
-    int32_t interp_gil_ptr;          /* 3.12: ceval.gil, a struct _gil_runtime_state *, else NONE */
-    int32_t interp_gil_locked;       /* 3.13: _gil.locked inside the interpreter, else NONE */
-    int32_t interp_gil_last_holder;  /* 3.13: _gil.last_holder inside the interpreter, else NONE */
-    int32_t gil_locked;              /* 3.12: offsets inside struct _gil_runtime_state */
+    int32_t interp_tstate_head;     /* tstate_head (<=3.10) / threads.head (3.11+) */
+    int32_t interp_gil_ptr;         /* 3.12: ceval.gil, a struct _gil_runtime_state *, else NONE */
+    int32_t interp_gil_locked;      /* 3.13: _gil.locked inside the interpreter, else NONE */
+    int32_t interp_gil_last_holder; /* 3.13: _gil.last_holder inside the interpreter, else NONE */
+    int32_t gil_locked;             /* 3.12: offsets inside struct _gil_runtime_state */
     int32_t gil_last_holder;
 
     /* PyThreadState */
-    int32_t tstate_size;             /* bytes to read to cover every field below */
+    int32_t tstate_size; /* bytes to read to cover every field below */
     int32_t tstate_next;
     int32_t tstate_interp;
-    int32_t tstate_frame;            /* frame (<=3.10) / cframe (3.11-3.12) / current_frame (3.13) */
-    int32_t cframe_current_frame;    /* 3.11-3.12: _PyCFrame.current_frame, else NONE */
-    int32_t tstate_thread_id;        /* pthread_t */
+    int32_t tstate_frame;         /* frame (<=3.10) / cframe (3.11-3.12) / current_frame (3.13) */
+    int32_t cframe_current_frame; /* 3.11-3.12: _PyCFrame.current_frame, else NONE */
+    int32_t tstate_thread_id;     /* pthread_t */
     int32_t tstate_native_thread_id; /* 3.11+, else NONE */
     int32_t tstate_datastack_chunk;  /* 3.11+, else NONE */
 
     /* PyFrameObject (<=3.10) or _PyInterpreterFrame (3.11+) */
-    int32_t frame_size;              /* bytes to read to cover every field below */
-    int32_t frame_back;              /* f_back / previous */
-    int32_t frame_code;              /* f_code / f_executable */
-    int32_t frame_lasti;             /* f_lasti (int) / prev_instr / instr_ptr (pointer) */
-    int32_t frame_owner;             /* 3.12+: char owner, else NONE (3.11 has one but see is_entry) */
-    int32_t frame_is_entry;          /* 3.11: bool is_entry, else NONE */
+    int32_t frame_size;     /* bytes to read to cover every field below */
+    int32_t frame_back;     /* f_back / previous */
+    int32_t frame_code;     /* f_code / f_executable */
+    int32_t frame_lasti;    /* f_lasti (int) / prev_instr / instr_ptr (pointer) */
+    int32_t frame_owner;    /* 3.12+: char owner, else NONE (3.11 has one but see is_entry) */
+    int32_t frame_is_entry; /* 3.11: bool is_entry, else NONE */
 
     /* PyCodeObject */
-    int32_t code_size;               /* bytes to read to cover every field below */
-    int32_t code_ob_size;            /* 3.11+: Py_SIZE(code) = number of code units, else NONE */
+    int32_t code_size;    /* bytes to read to cover every field below */
+    int32_t code_ob_size; /* 3.11+: Py_SIZE(code) = number of code units, else NONE */
     int32_t code_argcount;
     int32_t code_flags;
     int32_t code_firstlineno;
-    int32_t code_code;               /* <=3.10: co_code (a bytes object), else NONE */
+    int32_t code_code; /* <=3.10: co_code (a bytes object), else NONE */
     int32_t code_filename;
     int32_t code_name;
-    int32_t code_qualname;           /* 3.11+, else NONE */
-    int32_t code_linetable;          /* co_lnotab (<=3.9) / co_linetable (3.10+): a bytes object */
-    int32_t code_code_adaptive;      /* 3.11+: first code unit, else NONE */
+    int32_t code_qualname;      /* 3.11+, else NONE */
+    int32_t code_linetable;     /* co_lnotab (<=3.9) / co_linetable (3.10+): a bytes object */
+    int32_t code_code_adaptive; /* 3.11+: first code unit, else NONE */
 
     /* PyObject, bytes, unicode */
-    int32_t object_type;             /* ob_type */
-    int32_t bytes_size;              /* ob_size */
-    int32_t bytes_sval;              /* ob_sval */
+    int32_t object_type; /* ob_type */
+    int32_t bytes_size;  /* ob_size */
+    int32_t bytes_sval;  /* ob_sval */
     int32_t unicode_length;
-    int32_t unicode_state;           /* the bitfield word: kind = (s >> 2) & 7, compact = (s >> 5) & 1, ascii = (s >> 6) & 1 */
-    int32_t unicode_ascii_size;      /* sizeof(PyASCIIObject): data of compact ASCII strings */
-    int32_t unicode_compact_size;    /* sizeof(PyCompactUnicodeObject): data of other compact strings */
-    int32_t unicode_data_any;        /* PyUnicodeObject.data.any, for non-compact strings */
+    int32_t unicode_state; /* the bitfield word: kind = (s >> 2) & 7, compact = (s >> 5) & 1, ascii
+                              = (s >> 6) & 1 */
+    int32_t unicode_ascii_size; /* sizeof(PyASCIIObject): data of compact ASCII strings */
+    int32_t
+        unicode_compact_size; /* sizeof(PyCompactUnicodeObject): data of other compact strings */
+    int32_t unicode_data_any; /* PyUnicodeObject.data.any, for non-compact strings */
 };
 
 struct py_offsets_entry {

@@ -33,7 +33,7 @@
 enum { SYM_RUNTIME, SYM_VERSION, SYM_NONE, SYM_CODE_TYPE, SYM_COUNT };
 
 struct candidate {
-    const struct proc_map *map; /* the file's lowest mapping */
+    const struct proc_map *map;   /* the file's lowest mapping */
     char rel_path[PATH_MAX + 64]; /* how it was opened: relative to procfd, or a plain path */
     bool fd_path_in_proc;
     struct elf_info elf;
@@ -45,20 +45,17 @@ static ssize_t read_proc_file(int procfd, pid_t pid, const char *name, char *buf
 {
     char rel[64];
     int fd = procfs_open(procfd, procfs_path(rel, sizeof rel, "%d/%s", (int)pid, name), O_RDONLY);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     ssize_t n = read(fd, buf, size - 1);
     close(fd);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     buf[n] = '\0';
     return n;
 }
 
 static void comm_of(int procfd, pid_t pid, char *buf, size_t size)
 {
-    if (read_proc_file(procfd, pid, "comm", buf, size) < 0)
-        buf[0] = '\0';
+    if (read_proc_file(procfd, pid, "comm", buf, size) < 0) buf[0] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
 }
 
@@ -82,19 +79,15 @@ void pyproc_read_error(const struct py_proc *p, int errnum, const char *what, st
 static int read_stat(int procfd, pid_t pid, uint64_t *out, char *state)
 {
     char text[1024];
-    if (read_proc_file(procfd, pid, "stat", text, sizeof text) <= 0)
-        return -1;
+    if (read_proc_file(procfd, pid, "stat", text, sizeof text) <= 0) return -1;
     char *p = strrchr(text, ')');
-    if (!p)
-        return -1;
+    if (!p) return -1;
     /* after ") " come fields 3.. ; start time is field 22 */
     p++;
-    if (state)
-        *state = p[0] == ' ' ? p[1] : '?';
+    if (state) *state = p[0] == ' ' ? p[1] : '?';
     for (int field = 2; field < 22 && p; field++)
         p = strchr(p + 1, ' ');
-    if (!p)
-        return -1;
+    if (!p) return -1;
     *out = strtoull(p + 1, NULL, 10);
     return 0;
 }
@@ -104,11 +97,9 @@ static pid_t read_nspid(int procfd, pid_t pid)
 {
     char text[4096];
     pid_t ns = pid;
-    if (read_proc_file(procfd, pid, "status", text, sizeof text) < 0)
-        return ns;
+    if (read_proc_file(procfd, pid, "status", text, sizeof text) < 0) return ns;
     char *line = strstr(text, "\nNSpid:");
-    if (!line)
-        return ns;
+    if (!line) return ns;
     line[strcspn(line + 1, "\n") + 1] = '\0';
     char *save = NULL;
     for (char *tok = strtok_r(line + 7, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
@@ -123,8 +114,7 @@ static bool same_mount_ns(int procfd, pid_t pid)
     ssize_t a = procfs_readlink(procfd, "self/ns/mnt", mine, sizeof mine - 1);
     ssize_t b = procfs_readlink(procfd, procfs_path(rel, sizeof rel, "%d/ns/mnt", (int)pid), theirs,
                                 sizeof theirs - 1);
-    if (a <= 0 || b <= 0)
-        return false;
+    if (a <= 0 || b <= 0) return false;
     mine[a] = theirs[b] = '\0';
     return strcmp(mine, theirs) == 0;
 }
@@ -139,10 +129,8 @@ static const char *base_name(const char *path)
 static int minor_from_name(const char *path)
 {
     const char *b = base_name(path);
-    if (strncmp(b, "lib", 3) == 0)
-        b += 3;
-    if (strncmp(b, "python3.", 8) != 0 || !isdigit((unsigned char)b[8]))
-        return -1;
+    if (strncmp(b, "lib", 3) == 0) b += 3;
+    if (strncmp(b, "python3.", 8) != 0 || !isdigit((unsigned char)b[8])) return -1;
     return atoi(b + 8);
 }
 
@@ -157,8 +145,7 @@ static const struct proc_map *first_mapping_of(const struct proc_maps *maps, con
     const struct proc_map *best = NULL;
     for (size_t i = 0; i < maps->count; i++) {
         const struct proc_map *m = &maps->maps[i];
-        if (strcmp(m->path, path) == 0 && (!best || m->offset < best->offset))
-            best = m;
+        if (strcmp(m->path, path) == 0 && (!best || m->offset < best->offset)) best = m;
     }
     return best;
 }
@@ -218,14 +205,12 @@ static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, 
                                  int minor_hint)
 {
     enum { CHUNK = 64 * 1024, MAX_BSS = 4 * 1024 * 1024 };
-    if (!elf->bss_addr || !elf->bss_size || elf->bss_size > MAX_BSS)
-        return 0;
+    if (!elf->bss_addr || !elf->bss_size || elf->bss_size > MAX_BSS) return 0;
     char *buf = malloc(CHUNK + 16);
     uint32_t found = 0;
     for (uint64_t at = 0; buf && !found && at < elf->bss_size; at += CHUNK) {
         size_t len = elf->bss_size - at < CHUNK + 16 ? (size_t)(elf->bss_size - at) : CHUNK + 16;
-        if (mem_read(&p->mem, bias + elf->bss_addr + at, buf, len) < 0)
-            break;
+        if (mem_read(&p->mem, bias + elf->bss_addr + at, buf, len) < 0) break;
         for (size_t i = 0; i + 8 < len && !found; i++) {
             if (buf[i] != '3' || buf[i + 1] != '.' ||
                 (i > 0 && (isdigit((unsigned char)buf[i - 1]) || buf[i - 1] == '.')))
@@ -234,8 +219,7 @@ static uint32_t version_from_bss(struct py_proc *p, const struct elf_info *elf, 
             size_t j = i + 2;
             while (j < len && isdigit((unsigned char)buf[j]) && minor < 100)
                 minor = minor * 10 + (buf[j++] - '0');
-            if (j >= len || buf[j++] != '.' || !isdigit((unsigned char)buf[j]))
-                continue;
+            if (j >= len || buf[j++] != '.' || !isdigit((unsigned char)buf[j])) continue;
             while (j < len && isdigit((unsigned char)buf[j]) && micro < 1000)
                 micro = micro * 10 + (buf[j++] - '0');
             bool minor_ok = minor_hint >= 0 ? minor == minor_hint : minor >= 7 && minor <= 13;
@@ -253,16 +237,14 @@ static uint32_t version_from_file_bytes(const struct py_proc *p, const struct ca
 {
     int fd = c->fd_path_in_proc ? procfs_open(p->procfd, c->rel_path, O_RDONLY)
                                 : open(c->rel_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct stat st;
     uint32_t found = 0;
     if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < (1LL << 31)) {
         const char *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (data != MAP_FAILED) {
             for (int minor = 7; minor <= 13 && !found; minor++) {
-                if (minor_hint >= 0 && minor != minor_hint)
-                    continue;
+                if (minor_hint >= 0 && minor != minor_hint) continue;
                 char needle[16];
                 int nlen = snprintf(needle, sizeof needle, "%c3.%d.", '\0', minor);
                 const char *p = data, *end = data + st.st_size;
@@ -271,8 +253,7 @@ static uint32_t version_from_file_bytes(const struct py_proc *p, const struct ca
                     int micro = 0, digits = 0;
                     while (q < end && isdigit((unsigned char)*q) && digits < 3)
                         micro = micro * 10 + (*q++ - '0'), digits++;
-                    if (digits > 0 && q < end && *q == '\0')
-                        found = PY_HEX(3, minor, micro);
+                    if (digits > 0 && q < end && *q == '\0') found = PY_HEX(3, minor, micro);
                     p += 1;
                 }
             }
@@ -302,8 +283,7 @@ static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t
     } else {
         int minor = minor_from_name(c->map->path);
         p->version_hex = version_from_bss(p, &c->elf, bias, minor);
-        if (!p->version_hex)
-            p->version_hex = version_from_file_bytes(p, c, minor);
+        if (!p->version_hex) p->version_hex = version_from_file_bytes(p, c, minor);
         if (!p->version_hex && minor >= 0)
             p->version_hex = PY_HEX(3, minor, 0); /* the micro is unknown: the minor's table */
         if (!p->version_hex) {
@@ -372,23 +352,19 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
     } else {
         exe[n] = '\0';
         char *del = strstr(exe, " (deleted)");
-        if (del && del[10] == '\0')
-            *del = '\0';
+        if (del && del[10] == '\0') *del = '\0';
     }
     /* libpython first, then the executable */
     const struct proc_map *lib = NULL, *exe_map = NULL;
     for (size_t i = 0; i < maps->count && !lib; i++)
-        if (is_libpython(maps->maps[i].path))
-            lib = first_mapping_of(maps, maps->maps[i].path);
-    if (exe[0])
-        exe_map = first_mapping_of(maps, exe);
+        if (is_libpython(maps->maps[i].path)) lib = first_mapping_of(maps, maps->maps[i].path);
+    if (exe[0]) exe_map = first_mapping_of(maps, exe);
     struct cp_err lib_err = {0};
     if (lib && load_candidate(p, lib, false, c, &lib_err) == 0 && c->syms[SYM_RUNTIME].found) {
         p->shared_libpython = true;
         return 0;
     }
-    if (exe_map && load_candidate(p, exe_map, true, c, err) == 0 &&
-        c->syms[SYM_RUNTIME].found)
+    if (exe_map && load_candidate(p, exe_map, true, c, err) == 0 && c->syms[SYM_RUNTIME].found)
         return 0;
     if (lib || exe_map) { /* a Python we cannot read: an old or future version? */
         const struct proc_map *named = lib ? lib : exe_map;
@@ -416,8 +392,8 @@ static int find_interpreter_file(struct py_proc *p, const struct proc_maps *maps
     cp_err_set(err, CP_ERR_NOTPYTHON,
                "process %d (%s) is not a Python process conprof can read: looked for a "
                "libpython3*.so mapping and for the _PyRuntime symbol in %s%s%s",
-               (int)p->pid, comm, lib ? lib->path : "its executable",
-               lib ? " and in " : "", lib ? (exe[0] ? exe : "the executable") : (exe[0] ? exe : ""));
+               (int)p->pid, comm, lib ? lib->path : "its executable", lib ? " and in " : "",
+               lib ? (exe[0] ? exe : "the executable") : (exe[0] ? exe : ""));
     return -1;
 }
 
@@ -440,16 +416,14 @@ int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *er
     p->nspid = read_nspid(procfd, pid);
     p->same_mntns = same_mount_ns(procfd, pid);
     struct proc_maps maps = {0};
-    if (proc_maps_read_at(procfd, pid, &maps, err) < 0)
-        return -1;
+    if (proc_maps_read_at(procfd, pid, &maps, err) < 0) return -1;
     struct candidate *c = malloc(sizeof *c);
     int rc = -1;
     if (!c) {
         cp_err_set(err, CP_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (find_interpreter_file(p, &maps, c, err) < 0)
-        goto out;
+    if (find_interpreter_file(p, &maps, c, err) < 0) goto out;
     uint64_t bias;
     if (elf_symbols_load_bias(&c->elf, c->map, &bias) < 0) {
         cp_err_set(err, CP_ERR_NOTPYTHON, "cannot place %s in the memory of process %d",
@@ -460,8 +434,7 @@ int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *er
     p->runtime_addr = bias + c->syms[SYM_RUNTIME].value;
     p->none_addr = c->syms[SYM_NONE].found ? bias + c->syms[SYM_NONE].value : 0;
     p->code_type_addr = c->syms[SYM_CODE_TYPE].found ? bias + c->syms[SYM_CODE_TYPE].value : 0;
-    if (detect_version(p, c, bias, err) < 0)
-        goto out;
+    if (detect_version(p, c, bias, err) < 0) goto out;
     py_version_str(p->version_hex, p->version, sizeof p->version);
     rc = pyproc_read_interp(p, err);
 out:
@@ -470,20 +443,16 @@ out:
     return rc;
 }
 
-int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p,
-                       struct cp_err *err)
+int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p, struct cp_err *err)
 {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        if (pyproc_attach_at(procfd, pid, p, err) == 0)
-            return 0;
-        if (err->code != CP_ERR_NOTPYTHON)
-            return -1;
+        if (pyproc_attach_at(procfd, pid, p, err) == 0) return 0;
+        if (err->code != CP_ERR_NOTPYTHON) return -1;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed >= timeout_ms)
-            return -1;
+        if (elapsed >= timeout_ms) return -1;
         struct timespec ten_ms = {0, 10 * 1000 * 1000};
         nanosleep(&ten_ms, NULL);
     }

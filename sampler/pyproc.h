@@ -26,21 +26,21 @@
 
 struct py_proc {
     pid_t pid;
-    int procfd;             /* the /proc to use (procfs.h), PROCFS_DEFAULT for ours */
-    bool same_mntns;        /* we are in the target's mount namespace: its paths are ours */
-    pid_t nspid;            /* the pid inside the target's own pid namespace */
+    int procfd;      /* the /proc to use (procfs.h), PROCFS_DEFAULT for ours */
+    bool same_mntns; /* we are in the target's mount namespace: its paths are ours */
+    pid_t nspid;     /* the pid inside the target's own pid namespace */
     struct procmem procmem;
-    struct memreader mem;   /* reads the target (points at procmem) */
+    struct memreader mem; /* reads the target (points at procmem) */
     struct py_offsets off;
     uint32_t version_hex;
-    char version[24];       /* "3.11.7" */
-    char binary[PATH_MAX];  /* the file holding _PyRuntime, as the target names it */
-    bool shared_libpython;  /* _PyRuntime lives in libpython*.so */
-    uint64_t runtime_addr;  /* &_PyRuntime */
-    uint64_t none_addr;     /* &_Py_NoneStruct, 0 if unknown */
-    uint64_t code_type_addr;/* &PyCode_Type, 0 if unknown */
-    uint64_t interp_addr;   /* the main interpreter (_PyRuntime.interpreters.head) */
-    uint64_t start_time;    /* the process start time (/proc/PID/stat field 22), against pid reuse */
+    char version[24];        /* "3.11.7" */
+    char binary[PATH_MAX];   /* the file holding _PyRuntime, as the target names it */
+    bool shared_libpython;   /* _PyRuntime lives in libpython*.so */
+    uint64_t runtime_addr;   /* &_PyRuntime */
+    uint64_t none_addr;      /* &_Py_NoneStruct, 0 if unknown */
+    uint64_t code_type_addr; /* &PyCode_Type, 0 if unknown */
+    uint64_t interp_addr;    /* the main interpreter (_PyRuntime.interpreters.head) */
+    uint64_t start_time; /* the process start time (/proc/PID/stat field 22), against pid reuse */
 };
 
 int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err);

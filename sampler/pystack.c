@@ -20,7 +20,7 @@
 
 #define FRAME_OWNED_BY_CSTACK 3 /* 3.12-3.13: shim frames of the C stack, not Python code */
 #define FRAME_BYTES_MAX 256
-#define ADDR_SET_SLOTS 8192     /* power of two, > 2 * PYSTACK_MAX_DEPTH */
+#define ADDR_SET_SLOTS 8192 /* power of two, > 2 * PYSTACK_MAX_DEPTH */
 
 struct addr_slot {
     uint64_t addr;
@@ -36,7 +36,7 @@ struct addr_map {
 
 struct walk_ctx {
     struct pystack_walker *w;
-    const uint8_t *window;       /* 3.11+: bulk-copied chunk bytes, NULL if none */
+    const uint8_t *window; /* 3.11+: bulk-copied chunk bytes, NULL if none */
     uint64_t window_addr;
     size_t window_len;
     struct addr_map *prefetched; /* 3.7-3.10: frame address -> slot in scratch.window */
@@ -45,7 +45,10 @@ struct walk_ctx {
     struct pystack_hint *record; /* 3.7-3.10: where this walk's frame addresses go */
 };
 
-static uint32_t addr_hash(uint64_t a) { return (uint32_t)((a >> 3) * 0x9E3779B97F4A7C15ull >> 40); }
+static uint32_t addr_hash(uint64_t a)
+{
+    return (uint32_t)((a >> 3) * 0x9E3779B97F4A7C15ull >> 40);
+}
 
 /* Returns the slot for addr (existing or empty). */
 static struct addr_slot *addr_map_slot(struct addr_map *m, uint64_t addr)
@@ -53,8 +56,7 @@ static struct addr_slot *addr_map_slot(struct addr_map *m, uint64_t addr)
     uint32_t i = addr_hash(addr) & (ADDR_SET_SLOTS - 1);
     for (uint32_t probes = 0; probes < ADDR_SET_SLOTS; probes++) {
         struct addr_slot *s = &m->slots[i];
-        if (s->gen != m->gen || s->addr == addr)
-            return s;
+        if (s->gen != m->gen || s->addr == addr) return s;
         i = (i + 1) & (ADDR_SET_SLOTS - 1);
     }
     return NULL;
@@ -64,8 +66,7 @@ static struct addr_slot *addr_map_slot(struct addr_map *m, uint64_t addr)
 static bool addr_map_put(struct addr_map *m, uint64_t addr, uint32_t value)
 {
     struct addr_slot *s = addr_map_slot(m, addr);
-    if (!s || s->gen == m->gen)
-        return false;
+    if (!s || s->gen == m->gen) return false;
     *s = (struct addr_slot){addr, value, m->gen};
     return true;
 }
@@ -73,8 +74,7 @@ static bool addr_map_put(struct addr_map *m, uint64_t addr, uint32_t value)
 static bool addr_map_get(struct addr_map *m, uint64_t addr, uint32_t *value)
 {
     struct addr_slot *s = addr_map_slot(m, addr);
-    if (!s || s->gen != m->gen)
-        return false;
+    if (!s || s->gen != m->gen) return false;
     *value = s->value;
     return true;
 }
@@ -83,8 +83,7 @@ static int addr_map_begin(struct addr_map *m)
 {
     if (!m->slots) {
         m->slots = calloc(ADDR_SET_SLOTS, sizeof *m->slots);
-        if (!m->slots)
-            return -1;
+        if (!m->slots) return -1;
     }
     if (++m->gen == 0) { /* wrapped: really clear */
         memset(m->slots, 0, ADDR_SET_SLOTS * sizeof *m->slots);
@@ -127,11 +126,9 @@ void pystack_hint_free(struct pystack_hint *h)
 
 static int ensure_window(struct pystack_scratch *s, size_t len)
 {
-    if (len <= s->window_cap)
-        return 0;
+    if (len <= s->window_cap) return 0;
     uint8_t *p = realloc(s->window, len);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     s->window = p;
     s->window_cap = len;
     return 0;
@@ -167,24 +164,20 @@ static int32_t instruction_offset(const struct py_offsets *off, const uint8_t *f
     if (off->lasti == PY_LASTI_INSTR_PTR) {
         uint64_t instr = u64_at(f, off->frame_lasti);
         uint64_t first = code + (uint64_t)off->code_code_adaptive;
-        if (instr < first || instr - first > INT32_MAX)
-            return -1;
+        if (instr < first || instr - first > INT32_MAX) return -1;
         return (int32_t)(instr - first);
     }
     int32_t lasti;
     memcpy(&lasti, f + off->frame_lasti, sizeof lasti);
-    if (lasti < 0)
-        return -1;
-    if (off->lasti == PY_LASTI_CODEUNITS)
-        return lasti > INT32_MAX / 2 ? -1 : lasti * 2;
+    if (lasti < 0) return -1;
+    if (off->lasti == PY_LASTI_CODEUNITS) return lasti > INT32_MAX / 2 ? -1 : lasti * 2;
     return lasti;
 }
 
 static bool is_shim(const struct pystack_walker *w, const uint8_t *f, uint64_t code)
 {
     const struct py_offsets *off = w->off;
-    if (off->frame_owner >= 0 && f[off->frame_owner] == FRAME_OWNED_BY_CSTACK)
-        return true;
+    if (off->frame_owner >= 0 && f[off->frame_owner] == FRAME_OWNED_BY_CSTACK) return true;
     return off->layout == PY_LAYOUT_IFRAME && (code == 0 || code == w->none_addr);
 }
 
@@ -193,8 +186,7 @@ static int hint_push(struct pystack_hint *h, uint64_t addr)
     if (h->count == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;
         uint64_t *p = realloc(h->frames, cap * sizeof *p);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         h->frames = p;
         h->cap = cap;
     }
@@ -224,8 +216,7 @@ static int follow_chain(struct walk_ctx *c, uint64_t addr, struct py_stack *out,
             return -1;
         }
         const uint8_t *f = frame_bytes(c, addr, buf, err);
-        if (!f)
-            return -1;
+        if (!f) return -1;
         if (c->record && hint_push(c->record, addr) < 0) {
             cp_err_set(err, CP_ERR_NOMEM, "out of memory");
             return -1;
@@ -247,8 +238,7 @@ static int follow_chain(struct walk_ctx *c, uint64_t addr, struct py_stack *out,
 
 static struct pystack_maps *walker_maps(struct pystack_walker *w)
 {
-    if (!w->scratch.maps)
-        w->scratch.maps = calloc(1, sizeof(struct pystack_maps));
+    if (!w->scratch.maps) w->scratch.maps = calloc(1, sizeof(struct pystack_maps));
     return w->scratch.maps;
 }
 
@@ -256,14 +246,13 @@ static struct pystack_maps *walker_maps(struct pystack_walker *w)
 static void copy_chunk_window(struct walk_ctx *c, uint64_t current, uint64_t chunk)
 {
     size_t fsize = (size_t)c->w->off->frame_size;
-    if (!chunk || current < chunk)
-        return;
+    if (!chunk || current < chunk) return;
     uint64_t end = current + fsize;
     uint64_t start = chunk;
-    if (end - start > PYSTACK_CHUNK_WINDOW)
-        start = end - PYSTACK_CHUNK_WINDOW;
+    if (end - start > PYSTACK_CHUNK_WINDOW) start = end - PYSTACK_CHUNK_WINDOW;
     size_t len = (size_t)(end - start);
-    if (ensure_window(&c->w->scratch, len) < 0 || mem_read(c->w->mem, start, c->w->scratch.window, len) < 0)
+    if (ensure_window(&c->w->scratch, len) < 0 ||
+        mem_read(c->w->mem, start, c->w->scratch.window, len) < 0)
         return; /* fall back to frame-by-frame reads */
     c->window = c->w->scratch.window;
     c->window_addr = start;
@@ -276,12 +265,10 @@ static void prefetch_hint(struct walk_ctx *c, const struct pystack_hint *hint)
     struct pystack_scratch *s = &c->w->scratch;
     size_t fsize = (size_t)c->w->off->frame_size;
     uint32_t n = hint->count;
-    if (n == 0 || ensure_window(s, n * fsize) < 0)
-        return;
+    if (n == 0 || ensure_window(s, n * fsize) < 0) return;
     if (n > s->ranges_cap) {
         struct mem_range *r = realloc(s->ranges, n * sizeof *r);
-        if (!r)
-            return;
+        if (!r) return;
         s->ranges = r;
         s->ranges_cap = n;
     }
@@ -291,15 +278,12 @@ static void prefetch_hint(struct walk_ctx *c, const struct pystack_hint *hint)
     for (uint32_t done = 0; done < n;) {
         int batch = (int)(n - done < 1024 ? n - done : 1024);
         int k = mem_readv(c->w->mem, s->ranges + done, batch);
-        if (k <= 0)
-            break;
+        if (k <= 0) break;
         got += k;
         done += (uint32_t)k;
-        if (k < batch)
-            break;
+        if (k < batch) break;
     }
-    if (got <= 0 || addr_map_begin(c->prefetched) < 0)
-        return;
+    if (got <= 0 || addr_map_begin(c->prefetched) < 0) return;
     for (int i = 0; i < got; i++)
         addr_map_put(c->prefetched, hint->frames[i], (uint32_t)i);
     c->prefetch_valid = true;
@@ -332,7 +316,6 @@ int pystack_walk(struct pystack_walker *w, const struct py_thread *t, struct pys
                    "cannot read the current frame: %s", strerror(errno));
         return -1;
     }
-    if (top)
-        copy_chunk_window(&c, top, t->datastack_chunk);
+    if (top) copy_chunk_window(&c, top, t->datastack_chunk);
     return follow_chain(&c, top, out, err);
 }

@@ -24,13 +24,13 @@
 #define PYSTACK_CHUNK_WINDOW (256 * 1024) /* at most this much of a data-stack chunk per read */
 
 struct py_raw_frame {
-    uint64_t code;      /* PyCodeObject address */
-    int32_t offset;     /* byte offset of the instruction in the bytecode; -1 if not started */
+    uint64_t code;  /* PyCodeObject address */
+    int32_t offset; /* byte offset of the instruction in the bytecode; -1 if not started */
 };
 
 struct py_stack {
     uint32_t depth;
-    bool truncated;     /* deeper than PYSTACK_MAX_DEPTH */
+    bool truncated; /* deeper than PYSTACK_MAX_DEPTH */
     struct py_raw_frame frames[PYSTACK_MAX_DEPTH];
 };
 
@@ -44,7 +44,7 @@ struct pystack_hint {
 
 /* Scratch memory reused across walks (no allocation per sample once warm). */
 struct pystack_scratch {
-    uint8_t *window;     /* copy of a data-stack chunk part, or of prefetched frame objects */
+    uint8_t *window; /* copy of a data-stack chunk part, or of prefetched frame objects */
     size_t window_cap;
     struct mem_range *ranges;
     uint32_t ranges_cap;

@@ -41,20 +41,17 @@ void pythreads_state_free(struct pythreads_state *st)
 static uint64_t word_at(const uint8_t *base, int32_t offset)
 {
     uint64_t v = 0;
-    if (offset >= 0)
-        memcpy(&v, base + offset, sizeof v);
+    if (offset >= 0) memcpy(&v, base + offset, sizeof v);
     return v;
 }
 
 static int find_pthread_tid_offset(struct py_proc *p, uint64_t pthread_addr)
 {
     int32_t words[PTHREAD_SCAN_WORDS * 2];
-    if (!pthread_addr || mem_read(&p->mem, pthread_addr, words, sizeof words) < 0)
-        return -1;
+    if (!pthread_addr || mem_read(&p->mem, pthread_addr, words, sizeof words) < 0) return -1;
     /* the tid is an int (pid_t); skip slot 0-1 (self pointers) */
     for (int i = 2; i < PTHREAD_SCAN_WORDS * 2; i++)
-        if (words[i] == p->nspid)
-            return i * (int)sizeof(int32_t);
+        if (words[i] == p->nspid) return i * (int)sizeof(int32_t);
     return -1;
 }
 
@@ -65,12 +62,13 @@ static void read_pthread_tids(struct py_proc *p, struct pythreads_state *st, str
 {
     if (st->pthread_tid_offset < 0 && n > 0)
         st->pthread_tid_offset = find_pthread_tid_offset(p, t[n - 1].thread_id);
-    if (st->pthread_tid_offset < 0)
-        return;
+    if (st->pthread_tid_offset < 0) return;
     for (int i = 0; i < n; i++) {
         int32_t tid = 0;
-        if (t[i].thread_id && mem_read(&p->mem, t[i].thread_id + (uint64_t)st->pthread_tid_offset,
-                                       &tid, sizeof tid) == 0 && tid > 0)
+        if (t[i].thread_id &&
+            mem_read(&p->mem, t[i].thread_id + (uint64_t)st->pthread_tid_offset, &tid,
+                     sizeof tid) == 0 &&
+            tid > 0)
             t[i].native_tid = tid;
     }
 }
@@ -79,27 +77,23 @@ static int rebuild_tid_map(const struct py_proc *p, struct pythreads_state *st)
 {
     char rel[96], line[256];
     DIR *d = procfs_opendir(p->procfd, procfs_path(rel, sizeof rel, "%d/task", (int)p->pid));
-    if (!d)
-        return -1;
+    if (!d) return -1;
     st->tid_map_len = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         int outer = atoi(e->d_name);
-        if (outer <= 0)
-            continue;
+        if (outer <= 0) continue;
         int fd = procfs_open(p->procfd,
                              procfs_path(rel, sizeof rel, "%d/task/%d/status", (int)p->pid, outer),
                              O_RDONLY);
         FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
         if (!f) {
-            if (fd >= 0)
-                close(fd);
+            if (fd >= 0) close(fd);
             continue;
         }
         int inner = outer;
         while (fgets(line, sizeof line, f)) {
-            if (strncmp(line, "NSpid:", 6) != 0)
-                continue;
+            if (strncmp(line, "NSpid:", 6) != 0) continue;
             char *save = NULL;
             for (char *tok = strtok_r(line + 6, " \t\n", &save); tok;
                  tok = strtok_r(NULL, " \t\n", &save))
@@ -110,8 +104,7 @@ static int rebuild_tid_map(const struct py_proc *p, struct pythreads_state *st)
         if (st->tid_map_len == st->tid_map_cap) {
             unsigned cap = st->tid_map_cap ? st->tid_map_cap * 2 : 64;
             void *m = realloc(st->tid_map, cap * sizeof *st->tid_map);
-            if (!m)
-                break;
+            if (!m) break;
             st->tid_map = m;
             st->tid_map_cap = cap;
         }
@@ -125,14 +118,11 @@ static int rebuild_tid_map(const struct py_proc *p, struct pythreads_state *st)
 
 static int32_t outer_tid(struct py_proc *p, struct pythreads_state *st, int32_t inner)
 {
-    if (!st->in_other_pidns || inner <= 0)
-        return inner;
+    if (!st->in_other_pidns || inner <= 0) return inner;
     for (int attempt = 0; attempt < 2; attempt++) {
         for (unsigned i = 0; i < st->tid_map_len; i++)
-            if (st->tid_map[i].inner == inner)
-                return st->tid_map[i].outer;
-        if (attempt == 0 && rebuild_tid_map(p, st) < 0)
-            break;
+            if (st->tid_map[i].inner == inner) return st->tid_map[i].outer;
+        if (attempt == 0 && rebuild_tid_map(p, st) < 0) break;
     }
     return 0;
 }
@@ -174,8 +164,7 @@ int pythreads_list(struct py_proc *p, struct pythreads_state *st, struct py_thre
                             : 0;
         addr = word_at(ts, off->tstate_next);
     }
-    if (off->tstate_native_thread_id < 0)
-        read_pthread_tids(p, st, out, n);
+    if (off->tstate_native_thread_id < 0) read_pthread_tids(p, st, out, n);
     for (int i = 0; i < n; i++)
         out[i].native_tid = outer_tid(p, st, out[i].native_tid);
     return n;
@@ -208,28 +197,23 @@ uint64_t pythreads_gil_holder(struct py_proc *p)
     int32_t locked = 0;
     if (mem_read(&p->mem, gil + (uint64_t)locked_off, &locked, sizeof locked) < 0 || !locked)
         return 0;
-    if (mem_read_u64(&p->mem, gil + (uint64_t)holder_off, &holder) < 0)
-        return 0;
+    if (mem_read_u64(&p->mem, gil + (uint64_t)holder_off, &holder) < 0) return 0;
     return holder;
 }
 
 void pythreads_name(const struct py_proc *p, int32_t tid, char *buf, size_t size)
 {
     char rel[96];
-    if (size == 0)
-        return;
+    if (size == 0) return;
     buf[0] = '\0';
-    if (tid <= 0)
-        return;
+    if (tid <= 0) return;
     int fd = procfs_open(p->procfd,
                          procfs_path(rel, sizeof rel, "%d/task/%d/comm", (int)p->pid, (int)tid),
                          O_RDONLY);
-    if (fd < 0)
-        return;
+    if (fd < 0) return;
     ssize_t n = read(fd, buf, size - 1);
     close(fd);
-    if (n < 0)
-        n = 0;
+    if (n < 0) n = 0;
     buf[n] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
 }

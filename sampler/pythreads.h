@@ -21,17 +21,19 @@
 #define PYTHREADS_TSTATE_MAX 512 /* bytes of a PyThreadState we copy */
 
 struct py_thread {
-    uint64_t tstate;        /* address of the PyThreadState */
-    uint64_t thread_id;     /* pthread_t (threading.get_ident()) */
-    int32_t native_tid;     /* in our pid namespace; 0 when unknown */
-    uint64_t frame;         /* the top frame field (see pyoffsets.h tstate_frame) */
+    uint64_t tstate;          /* address of the PyThreadState */
+    uint64_t thread_id;       /* pthread_t (threading.get_ident()) */
+    int32_t native_tid;       /* in our pid namespace; 0 when unknown */
+    uint64_t frame;           /* the top frame field (see pyoffsets.h tstate_frame) */
     uint64_t datastack_chunk; /* 3.11+: the current _PyStackChunk, else 0 */
 };
 
 struct pythreads_state {
     int32_t pthread_tid_offset; /* 3.7-3.10: offset of the tid in struct pthread, -1 unknown */
     /* target-namespace tid -> our tid, for targets in another pid namespace */
-    struct { int32_t inner, outer; } *tid_map;
+    struct {
+        int32_t inner, outer;
+    } * tid_map;
     unsigned tid_map_len, tid_map_cap;
     bool in_other_pidns;
 };
@@ -40,8 +42,8 @@ void pythreads_state_init(struct pythreads_state *st);
 void pythreads_state_free(struct pythreads_state *st);
 
 /* Fills up to max threads (newest first, as CPython links them). Returns the count, or -1. */
-int pythreads_list(struct py_proc *p, struct pythreads_state *st, struct py_thread *out,
-                   int max, struct cp_err *err);
+int pythreads_list(struct py_proc *p, struct pythreads_state *st, struct py_thread *out, int max,
+                   struct cp_err *err);
 
 /* The tstate address of the thread holding the GIL, 0 if none or unknown. */
 uint64_t pythreads_gil_holder(struct py_proc *p);

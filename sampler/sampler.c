@@ -41,8 +41,7 @@ int sampler_open_at(struct sampler *s, int procfd, pid_t pid, struct agg *agg,
     int rc = attach_timeout_ms > 0
                  ? pyproc_attach_wait(procfd, pid, attach_timeout_ms, &s->proc, err)
                  : pyproc_attach_at(procfd, pid, &s->proc, err);
-    if (rc < 0)
-        return -1;
+    if (rc < 0) return -1;
     pythreads_state_init(&s->threads_state);
     pystack_walker_init(&s->walker, &s->proc.mem, &s->proc.off, s->proc.none_addr);
     s->threads = calloc(PYTHREADS_MAX, sizeof *s->threads);
@@ -80,13 +79,11 @@ void sampler_close(struct sampler *s)
 static struct sampler_thread *thread_state_for(struct sampler *s, uint64_t tstate)
 {
     for (uint32_t i = 0; i < s->ntstate; i++)
-        if (s->tstate[i].tstate == tstate)
-            return &s->tstate[i];
+        if (s->tstate[i].tstate == tstate) return &s->tstate[i];
     if (s->ntstate == s->tstate_cap) {
         uint32_t cap = s->tstate_cap ? s->tstate_cap * 2 : 16;
         struct sampler_thread *p = realloc(s->tstate, cap * sizeof *p);
-        if (!p)
-            return NULL;
+        if (!p) return NULL;
         s->tstate = p;
         s->tstate_cap = cap;
     }
@@ -111,13 +108,11 @@ static void forget_gone_threads(struct sampler *s)
 static int walk_once(struct sampler *s, const struct py_thread *t, struct pystack_hint *hint,
                      uint32_t *frame_ids, struct cp_err *err)
 {
-    if (pystack_walk(&s->walker, t, hint, s->stack, err) < 0)
-        return -1;
+    if (pystack_walk(&s->walker, t, hint, s->stack, err) < 0) return -1;
     for (uint32_t i = 0; i < s->stack->depth; i++) {
         const struct py_raw_frame *f = &s->stack->frames[i];
         frame_ids[i] = symbolizer_frame(&s->sym, f->code, f->offset, err);
-        if (!frame_ids[i])
-            return -1;
+        if (!frame_ids[i]) return -1;
     }
     return (int)s->stack->depth;
 }
@@ -127,13 +122,11 @@ int sampler_thread_frames(struct sampler *s, const struct py_thread *t, uint32_t
 {
     struct sampler_thread *st = thread_state_for(s, t->tstate);
     struct pystack_hint *hint = st ? &st->hint : NULL;
-    if (st)
-        st->last_tick = s->stats.ticks;
+    if (st) st->last_tick = s->stats.ticks;
     int depth = walk_once(s, t, hint, frame_ids, err);
     if (depth < 0 && err->code != CP_ERR_NOPROC && err->code != CP_ERR_NOMEM) {
         depth = walk_once(s, t, hint, frame_ids, err);
-        if (depth >= 0)
-            s->stats.retries++;
+        if (depth >= 0) s->stats.retries++;
     }
     return depth;
 }
@@ -152,8 +145,7 @@ static uint32_t thread_frame(struct sampler *s, const struct py_thread *t)
 static int list_threads(struct sampler *s, struct cp_err *err)
 {
     int n = pythreads_list(&s->proc, &s->threads_state, s->threads, PYTHREADS_MAX, err);
-    if (n >= 0)
-        return n;
+    if (n >= 0) return n;
     if (!pyproc_alive(&s->proc)) {
         cp_err_set(err, CP_ERR_NOPROC, "process %d exited", (int)s->proc.pid);
         return -1;
@@ -171,8 +163,7 @@ int sampler_tick(struct sampler *s, struct cp_err *err)
     s->sym.tick++;
     int n = list_threads(s, err);
     if (n < 0) {
-        if (err->code == CP_ERR_NOPROC)
-            return -1;
+        if (err->code == CP_ERR_NOPROC) return -1;
         s->stats.errors++;
         s->stats.last_error = *err;
         return 0;
@@ -183,8 +174,7 @@ int sampler_tick(struct sampler *s, struct cp_err *err)
         struct cp_err terr;
         int depth = sampler_thread_frames(s, t, s->frame_ids, &terr);
         int64_t cpu_ns = cputime_delta(&s->cpu, t->native_tid);
-        if (cpu_ns < 0)
-            cpu_ns = 0;
+        if (cpu_ns < 0) cpu_ns = 0;
         if (depth < 0) {
             if (terr.code == CP_ERR_NOPROC && !pyproc_alive(&s->proc)) {
                 *err = terr;
@@ -197,25 +187,20 @@ int sampler_tick(struct sampler *s, struct cp_err *err)
         if (depth == 0) {
             s->stats.empty++;
             uint32_t id = agg_frame_id_str(s->agg, "<no Python frame>", "", 0);
-            if (!id)
-                continue;
+            if (!id) continue;
             s->frame_ids[depth++] = id;
         }
-        if (s->stack->truncated)
-            s->stats.truncated++;
+        if (s->stack->truncated) s->stats.truncated++;
         if (s->opts.thread_frames) {
             struct sampler_thread *st = thread_state_for(s, t->tstate);
             uint32_t id = st && st->thread_frame ? st->thread_frame : thread_frame(s, t);
-            if (st)
-                st->thread_frame = id;
-            if (id)
-                s->frame_ids[depth++] = id;
+            if (st) st->thread_frame = id;
+            if (id) s->frame_ids[depth++] = id;
         }
         if (agg_add(s->agg, s->frame_ids, (uint32_t)depth, cpu_ns, wall_ns) == 0)
             s->stats.thread_samples++;
     }
     forget_gone_threads(s);
-    if (s->stats.ticks % SWEEP_TICKS == 0)
-        cputime_sweep(&s->cpu);
+    if (s->stats.ticks % SWEEP_TICKS == 0) cputime_sweep(&s->cpu);
     return 0;
 }

@@ -14,10 +14,10 @@
 #define STRTAB_NOMEM UINT32_MAX
 
 struct strtab {
-    char **strings;    /* id -> text (NUL-terminated) */
-    uint32_t *lens;    /* id -> length */
+    char **strings; /* id -> text (NUL-terminated) */
+    uint32_t *lens; /* id -> length */
     uint32_t count, cap;
-    uint32_t *slots;   /* hash slot -> id + 1, 0 = empty */
+    uint32_t *slots; /* hash slot -> id + 1, 0 = empty */
     uint32_t nslots;
 };
 

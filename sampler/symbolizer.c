@@ -63,23 +63,21 @@ static uint64_t mix(uint64_t x)
 static uint64_t u64_at(const uint8_t *b, int32_t off)
 {
     uint64_t v = 0;
-    if (off >= 0)
-        memcpy(&v, b + off, sizeof v);
+    if (off >= 0) memcpy(&v, b + off, sizeof v);
     return v;
 }
 
 static int32_t i32_at(const uint8_t *b, int32_t off)
 {
     int32_t v = 0;
-    if (off >= 0)
-        memcpy(&v, b + off, sizeof v);
+    if (off >= 0) memcpy(&v, b + off, sizeof v);
     return v;
 }
 
 static void read_failed(struct cp_err *err, const char *what, uint64_t addr)
 {
-    cp_err_set(err, errno == ESRCH ? CP_ERR_NOPROC : CP_ERR_INVALID,
-               "cannot read %s at 0x%llx: %s", what, (unsigned long long)addr, strerror(errno));
+    cp_err_set(err, errno == ESRCH ? CP_ERR_NOPROC : CP_ERR_INVALID, "cannot read %s at 0x%llx: %s",
+               what, (unsigned long long)addr, strerror(errno));
 }
 
 int symbolizer_read_str(const struct memreader *mem, const struct py_offsets *off, uint64_t addr,
@@ -203,14 +201,11 @@ static int fill_code(struct symbolizer *s, struct symbolizer_code *e, uint64_t c
     uint8_t head[CODE_HEADER_MAX];
     struct code_signature sig;
     s->code_reads++;
-    if (read_code_header(s, code, head, &sig, err) < 0)
-        return -1;
+    if (read_code_header(s, code, head, &sig, err) < 0) return -1;
     char text[SYMBOLIZER_MAX_STRING * 4 + 4];
-    if (symbolizer_read_str(s->mem, off, sig.name, text, sizeof text, err) < 0)
-        return -1;
+    if (symbolizer_read_str(s->mem, off, sig.name, text, sizeof text, err) < 0) return -1;
     uint32_t name_sid = strtab_intern(&s->agg->strings, text, strlen(text));
-    if (symbolizer_read_str(s->mem, off, sig.file, text, sizeof text, err) < 0)
-        return -1;
+    if (symbolizer_read_str(s->mem, off, sig.file, text, sizeof text, err) < 0) return -1;
     uint32_t file_sid = strtab_intern(&s->agg->strings, text, strlen(text));
     if (name_sid == STRTAB_NOMEM || file_sid == STRTAB_NOMEM) {
         cp_err_set(err, CP_ERR_NOMEM, "out of memory");
@@ -223,8 +218,9 @@ static int fill_code(struct symbolizer *s, struct symbolizer_code *e, uint64_t c
     } else if (off->code_code >= 0) {
         int64_t size;
         uint64_t bytes_obj = u64_at(head, off->code_code);
-        if (bytes_obj && mem_read(s->mem, bytes_obj + (uint64_t)off->bytes_size, &size,
-                                  sizeof size) == 0 && size > 0 && size < (1 << 28))
+        if (bytes_obj &&
+            mem_read(s->mem, bytes_obj + (uint64_t)off->bytes_size, &size, sizeof size) == 0 &&
+            size > 0 && size < (1 << 28))
             code_bytes = (uint32_t)size;
     }
     uint8_t *table;
@@ -263,8 +259,8 @@ static void clear_lines(struct symbolizer *s)
     s->nlines = 0;
 }
 
-int symbolizer_init(struct symbolizer *s, const struct memreader *mem,
-                    const struct py_offsets *off, uint64_t code_type_addr, struct agg *agg)
+int symbolizer_init(struct symbolizer *s, const struct memreader *mem, const struct py_offsets *off,
+                    uint64_t code_type_addr, struct agg *agg)
 {
     memset(s, 0, sizeof *s);
     s->mem = mem;
@@ -284,8 +280,7 @@ int symbolizer_init(struct symbolizer *s, const struct memreader *mem,
 
 void symbolizer_free(struct symbolizer *s)
 {
-    if (s->codes)
-        clear_codes(s);
+    if (s->codes) clear_codes(s);
     free(s->codes);
     free(s->lines);
     s->codes = NULL;
@@ -304,15 +299,13 @@ static struct symbolizer_code *code_slot(struct symbolizer_code *codes, uint32_t
 /* Grows the code table (rehashing) or, at its largest, empties it. */
 static void make_room_for_code(struct symbolizer *s)
 {
-    if ((s->ncodes + 1) * 10 < s->ncodes_slots * 7)
-        return;
+    if ((s->ncodes + 1) * 10 < s->ncodes_slots * 7) return;
     if (s->ncodes_slots < CODES_MAX_SLOTS) {
         uint32_t nslots = s->ncodes_slots * 2;
         struct symbolizer_code *codes = calloc(nslots, sizeof *codes);
         if (codes) {
             for (uint32_t i = 0; i < s->ncodes_slots; i++)
-                if (s->codes[i].addr)
-                    *code_slot(codes, nslots, s->codes[i].addr) = s->codes[i];
+                if (s->codes[i].addr) *code_slot(codes, nslots, s->codes[i].addr) = s->codes[i];
             free(s->codes);
             s->codes = codes;
             s->ncodes_slots = nslots;
@@ -329,16 +322,14 @@ static struct symbolizer_line *line_slot(struct symbolizer *s, uint64_t code, in
     uint32_t i = (uint32_t)mix(code ^ ((uint64_t)(uint32_t)offset << 40) ^ gen) & mask;
     for (;;) {
         struct symbolizer_line *l = &s->lines[i];
-        if (!l->code || (l->code == code && l->offset == offset && l->gen == gen))
-            return l;
+        if (!l->code || (l->code == code && l->offset == offset && l->gen == gen)) return l;
         i = (i + 1) & mask;
     }
 }
 
 static void make_room_for_line(struct symbolizer *s)
 {
-    if ((s->nlines + 1) * 10 < s->nlines_slots * 7)
-        return;
+    if ((s->nlines + 1) * 10 < s->nlines_slots * 7) return;
     if (s->nlines_slots < LINES_MAX_SLOTS) {
         struct symbolizer_line *lines = calloc(s->nlines_slots * 2, sizeof *lines);
         if (lines) { /* entries are cheap to recompute: start the bigger table empty */
@@ -363,8 +354,7 @@ static struct symbolizer_code *revalidate(struct symbolizer *s, struct symbolize
     if (read_code_header(s, code, head, &sig, &ignored) == 0 &&
         memcmp(&sig, &e->sig, sizeof sig) == 0) {
         e->checked_tick = s->tick;
-        if (e->recheck_every < SYMBOLIZER_RECHECK_TICKS)
-            e->recheck_every *= 2;
+        if (e->recheck_every < SYMBOLIZER_RECHECK_TICKS) e->recheck_every *= 2;
         return e;
     }
     s->invalidations++;
@@ -405,19 +395,15 @@ static struct symbolizer_code *lookup_code(struct symbolizer *s, uint64_t code, 
 uint32_t symbolizer_frame(struct symbolizer *s, uint64_t code, int32_t offset, struct cp_err *err)
 {
     struct symbolizer_code *e = lookup_code(s, code, offset, err);
-    if (!e)
-        return 0;
+    if (!e) return 0;
     struct symbolizer_line *l = line_slot(s, code, offset, e->gen);
-    if (l->code)
-        return l->frame_id;
+    if (l->code) return l->frame_id;
     /* A new offset in a known code object: cheap moment to make sure it is still the same one. */
-    if (e->checked_tick != s->tick && !(e = revalidate(s, e, code, err)))
-        return 0;
-    int line = offset < 0 ? -1
-                          : linetable_line(s->off->lines, e->table, e->table_len, e->firstlineno,
-                                           offset);
-    if (line < 0)
-        line = e->firstlineno;
+    if (e->checked_tick != s->tick && !(e = revalidate(s, e, code, err))) return 0;
+    int line = offset < 0
+                   ? -1
+                   : linetable_line(s->off->lines, e->table, e->table_len, e->firstlineno, offset);
+    if (line < 0) line = e->firstlineno;
     uint32_t id = agg_frame_id(s->agg, e->name_sid, e->file_sid, line);
     if (!id) {
         cp_err_set(err, CP_ERR_NOMEM, "out of memory");

@@ -32,7 +32,7 @@ struct symbolizer {
     const struct py_offsets *off;
     uint64_t code_type_addr; /* &PyCode_Type, 0 to skip the type check */
     struct agg *agg;
-    uint64_t tick;           /* advanced by the caller once per sampling tick */
+    uint64_t tick; /* advanced by the caller once per sampling tick */
     struct symbolizer_code *codes;
     uint32_t ncodes_slots, ncodes;
     struct symbolizer_line *lines;
@@ -41,8 +41,8 @@ struct symbolizer {
     uint64_t code_reads, code_hits, invalidations;
 };
 
-int symbolizer_init(struct symbolizer *s, const struct memreader *mem,
-                    const struct py_offsets *off, uint64_t code_type_addr, struct agg *agg);
+int symbolizer_init(struct symbolizer *s, const struct memreader *mem, const struct py_offsets *off,
+                    uint64_t code_type_addr, struct agg *agg);
 void symbolizer_free(struct symbolizer *s);
 
 /* Returns the frame id (>= 1), or 0 with err set when the code object cannot be read or is not

@@ -40,8 +40,7 @@ static uint64_t word(const uint8_t *d, size_t size, size_t at)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 32 || py_offsets_table_len == 0)
-        return 0;
+    if (size < 32 || py_offsets_table_len == 0) return 0;
     struct py_offsets off = py_offsets_table[data[0] % py_offsets_table_len].off;
     if (data[1] & 1 && off.layout == PY_LAYOUT_CFRAME) { /* 3.13 family on a 3.12 layout */
         off.layout = PY_LAYOUT_IFRAME;
@@ -49,24 +48,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct fake_mem fm = {data, size};
     struct memreader mem = {.read = fake_read, .readv = NULL, .ctx = &fm};
-    struct py_thread t = {.tstate = 0x1000,
-                          .frame = word(data, size, 2),
-                          .datastack_chunk = word(data, size, 10)};
+    struct py_thread t = {
+        .tstate = 0x1000, .frame = word(data, size, 2), .datastack_chunk = word(data, size, 10)};
 
     struct agg agg;
-    if (agg_init(&agg) < 0)
-        return 0;
+    if (agg_init(&agg) < 0) return 0;
     struct symbolizer sym;
     struct pystack_walker w;
     struct pystack_hint hint = {0};
     struct py_stack *stack = malloc(sizeof *stack);
-    if (stack && symbolizer_init(&sym, &mem, &off, data[1] & 2 ? word(data, size, 18) : 0, &agg) == 0) {
+    if (stack &&
+        symbolizer_init(&sym, &mem, &off, data[1] & 2 ? word(data, size, 18) : 0, &agg) == 0) {
         pystack_walker_init(&w, &mem, &off, word(data, size, 26));
         for (int round = 0; round < 2; round++) { /* the second round uses the hint */
             struct cp_err err;
             sym.tick += 200; /* force re-validation paths */
-            if (pystack_walk(&w, &t, &hint, stack, &err) < 0)
-                continue;
+            if (pystack_walk(&w, &t, &hint, stack, &err) < 0) continue;
             for (uint32_t i = 0; i < stack->depth && i < 64; i++)
                 symbolizer_frame(&sym, stack->frames[i].code, stack->frames[i].offset, &err);
         }

@@ -81,8 +81,7 @@ static inline int fake_readv(void *ctx, const struct mem_range *r, int n)
     struct fake_memory *m = ctx;
     m->readvs++;
     for (int i = 0; i < n; i++)
-        if (fake_copy(m, r[i].addr, r[i].dst, r[i].len) < 0)
-            return i ? i : -1;
+        if (fake_copy(m, r[i].addr, r[i].dst, r[i].len) < 0) return i ? i : -1;
     return n;
 }
 

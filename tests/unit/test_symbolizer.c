@@ -11,7 +11,10 @@
 #define CODE_TYPE 0x9000
 #define CODE 0x100000
 
-static const struct py_offsets *off312(void) { return py_offsets_for_version(PY_HEX(3, 12, 1)); }
+static const struct py_offsets *off312(void)
+{
+    return py_offsets_for_version(PY_HEX(3, 12, 1));
+}
 
 /* A compact ASCII str object at addr. */
 static void put_str(struct fake_memory *m, uint64_t addr, const char *text)
@@ -45,7 +48,7 @@ static void put_code(struct fake_memory *m, uint64_t name, uint64_t file, uint64
     fake_put_u64(m, CODE + (uint64_t)off->code_filename, file);
     fake_put_u64(m, CODE + (uint64_t)off->code_linetable, table);
     fake_put_u64(m, CODE + (uint64_t)off->code_ob_size, 16); /* 16 code units */
-    for (int i = 0; i < 4; i++)                               /* co_firstlineno, an int */
+    for (int i = 0; i < 4; i++)                              /* co_firstlineno, an int */
         fake_put_u8(m, CODE + (uint64_t)off->code_firstlineno + (uint64_t)i,
                     (uint8_t)((uint32_t)firstlineno >> (8 * i)));
 }
