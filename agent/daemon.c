@@ -1,0 +1,618 @@
+/* daemon: the loop of `conprof-agent run`.
+ *
+ * State lives in one struct daemon (no globals). Targets come from discovery (discovery.h):
+ * each matched target (a container, or the host processes of one application) gets one worker
+ * process; every process of the target is assigned an application key, an index into apps[],
+ * which carries the labels of its profiles. At a period boundary the daemon sends WP_FLUSH to
+ * every worker; each answers with one WP_PROFILE per application (a gzipped pprof) and a
+ * WP_FLUSHED with per-process counters. Profiles become profile_records and go to the sink.
+ *
+ * Worker failures: a worker whose channel closes or that exits is reaped (SIGCHLD through the
+ * signalfd), counted, and restarted after 1, 2, 4 ... 60 s; one that leaves a flush unanswered
+ * for DAEMON_WORKER_TIMEOUT_S is killed and restarted the same way.
+ */
+#include "daemon.h"
+
+#include "cli.h"
+#include "discovery.h"
+#include "procfs.h"
+#include "worker.h"
+#include "worker_proto.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 256
+#define MAX_APPS 4096
+#define MAX_PROCS_PER_WORKER 256
+
+struct app {
+    char target_key[DISCOVERY_KEY_MAX];
+    char name[PROCENV_VALUE_MAX];
+    char project[PROCENV_VALUE_MAX];
+    char environment[PROCENV_VALUE_MAX];
+    char container_id[CGROUP_ID_MAX + 1];
+    char pod_uid[CGROUP_POD_UID_MAX + 1];
+    char runtime[16];
+    char python[24];
+    bool used;
+};
+
+struct wproc { /* a process assigned to a worker */
+    pid_t pid;
+    uint64_t start_time;
+    int app;
+    char python[24];
+    uint64_t samples, errors;
+    bool attached;
+    char error[160];
+};
+
+struct wstate {
+    bool used;
+    char key[DISCOVERY_KEY_MAX];
+    pid_t pid;             /* 0 while waiting to restart */
+    int fd;
+    struct worker_reader reader;
+    pid_t ns_pid;
+    struct wproc procs[MAX_PROCS_PER_WORKER];
+    int nprocs;
+    int restarts;
+    double restart_at;     /* monotonic seconds */
+    double flush_sent_at;  /* 0: no flush outstanding */
+    uint64_t samples, errors;
+    char note[160];
+};
+
+struct daemon {
+    struct daemon_settings cfg;
+    daemon_reload_fn *reload;
+    void *reload_ctx;
+    struct discovery *disc;
+    struct sink *sink;
+    struct wstate workers[MAX_WORKERS];
+    struct app apps[MAX_APPS];
+    int sigfd;
+    int64_t period;
+    double period_started;  /* monotonic */
+    int64_t period_start_ns; /* realtime */
+    double started;
+    char host[256];
+    uint64_t worker_crashes, worker_hangs, profiles, profile_errors;
+    char last_error[512];
+    bool stopping;
+};
+
+static double mono_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int64_t real_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void note_error(struct daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_error(struct daemon *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
+    va_end(ap);
+    cli_error("%s", d->last_error);
+}
+
+/* ---- applications ------------------------------------------------------------------------ */
+
+static int app_key(struct daemon *d, const struct discovery_process *p)
+{
+    int free_slot = -1;
+    for (int i = 0; i < MAX_APPS; i++) {
+        struct app *a = &d->apps[i];
+        if (!a->used) {
+            if (free_slot < 0)
+                free_slot = i;
+            continue;
+        }
+        if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name))
+            return i;
+    }
+    if (free_slot < 0)
+        return -1;
+    struct app *a = &d->apps[free_slot];
+    memset(a, 0, sizeof *a);
+    a->used = true;
+    snprintf(a->target_key, sizeof a->target_key, "%s", p->target_key);
+    snprintf(a->name, sizeof a->name, "%s", p->app_name);
+    snprintf(a->project, sizeof a->project, "%s", p->env.project);
+    snprintf(a->environment, sizeof a->environment, "%s", p->env.environment);
+    snprintf(a->container_id, sizeof a->container_id, "%s", p->cgroup.container_id);
+    snprintf(a->pod_uid, sizeof a->pod_uid, "%s", p->cgroup.pod_uid);
+    snprintf(a->runtime, sizeof a->runtime, "%s", p->cgroup.runtime);
+    return free_slot;
+}
+
+/* ---- workers ----------------------------------------------------------------------------- */
+
+static struct wstate *find_worker(struct daemon *d, const char *key)
+{
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (d->workers[i].used && !strcmp(d->workers[i].key, key))
+            return &d->workers[i];
+    return NULL;
+}
+
+static int send_targets(struct daemon *d, struct wstate *w)
+{
+    if (!w->pid)
+        return 0;
+    json_t *list = json_array();
+    for (int i = 0; i < w->nprocs; i++)
+        json_array_append_new(list, json_pack("{s:i, s:I, s:i}", "pid", (int)w->procs[i].pid,
+                                              "start_time", (json_int_t)w->procs[i].start_time,
+                                              "app", w->procs[i].app));
+    json_t *msg = json_pack("{s:i, s:o}", "rate_hz", d->cfg.rate_hz, "targets", list);
+    struct cp_err err;
+    int rc = worker_proto_send(w->fd, WP_TARGETS, msg, NULL, 0, &err);
+    json_decref(msg);
+    if (rc < 0)
+        note_error(d, "worker %s: %s", w->key, err.msg);
+    return rc;
+}
+
+static void start_worker(struct daemon *d, struct wstate *w)
+{
+    struct worker_spec spec = {.ns_pid = w->ns_pid,
+                               .enter_mntns = d->cfg.enter_mntns && strncmp(w->key, "host:", 5),
+                               .label = w->key};
+    struct cp_err err;
+    int fd;
+    pid_t pid = worker_spawn(&spec, &fd, &err);
+    if (pid < 0) {
+        note_error(d, "cannot start the worker of %s: %s", w->key, err.msg);
+        w->restart_at = mono_now() + 5;
+        return;
+    }
+    w->pid = pid;
+    w->fd = fd;
+    w->flush_sent_at = 0;
+    worker_reader_free(&w->reader);
+    send_targets(d, w);
+}
+
+static void stop_worker(struct wstate *w, bool kill_it)
+{
+    if (w->pid) {
+        struct cp_err err;
+        json_t *empty = json_object();
+        if (!kill_it)
+            worker_proto_send(w->fd, WP_STOP, empty, NULL, 0, &err);
+        json_decref(empty);
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, NULL, 0);
+        close(w->fd);
+        w->pid = 0;
+    }
+    worker_reader_free(&w->reader);
+}
+
+/* A worker died or hung: count it, schedule a restart with backoff. */
+static void worker_failed(struct daemon *d, struct wstate *w, const char *why)
+{
+    note_error(d, "worker of %s %s; restarting in %d s", w->key, why,
+               w->restarts < 6 ? 1 << w->restarts : 60);
+    stop_worker(w, true);
+    w->restart_at = mono_now() + (w->restarts < 6 ? 1 << w->restarts : 60);
+    w->restarts++;
+}
+
+/* ---- discovery -> workers ---------------------------------------------------------------- */
+
+static void reconcile(struct daemon *d)
+{
+    struct cp_err err;
+    if (discovery_scan(d->disc, &err) < 0) {
+        note_error(d, "discovery: %s", err.msg);
+        return;
+    }
+    size_t n;
+    const struct discovery_target *targets = discovery_targets(d->disc, &n);
+    bool seen[MAX_WORKERS] = {false};
+    for (size_t i = 0; i < n; i++) {
+        const struct discovery_target *t = &targets[i];
+        if (d->cfg.selectors.count && !discovery_target_matches(t, &d->cfg.selectors, NULL, NULL))
+            continue;
+        struct wstate *w = find_worker(d, t->key);
+        if (!w) {
+            for (int k = 0; k < MAX_WORKERS && !w; k++)
+                if (!d->workers[k].used)
+                    w = &d->workers[k];
+            if (!w) {
+                note_error(d, "too many targets (%d): %s is not profiled", MAX_WORKERS, t->key);
+                continue;
+            }
+            memset(w, 0, sizeof *w);
+            w->used = true;
+            snprintf(w->key, sizeof w->key, "%s", t->key);
+        }
+        seen[w - d->workers] = true;
+        bool changed = w->nprocs != (int)t->proc_count;
+        int np = 0;
+        struct wproc procs[MAX_PROCS_PER_WORKER];
+        for (size_t k = 0; k < t->proc_count && np < MAX_PROCS_PER_WORKER; k++) {
+            const struct discovery_process *p = t->procs[k];
+            int app = app_key(d, p);
+            if (app < 0)
+                continue;
+            struct wproc *old = NULL;
+            for (int j = 0; j < w->nprocs; j++)
+                if (w->procs[j].pid == p->pid && w->procs[j].start_time == p->start_time)
+                    old = &w->procs[j];
+            if (!old)
+                changed = true;
+            procs[np] = old ? *old
+                            : (struct wproc){.pid = p->pid, .start_time = p->start_time, .app = app};
+            np++;
+        }
+        memcpy(w->procs, procs, (size_t)np * sizeof *procs);
+        w->nprocs = np;
+        if (np)
+            w->ns_pid = w->procs[0].pid;
+        if (!w->pid && w->restart_at <= mono_now())
+            start_worker(d, w);
+        else if (changed)
+            send_targets(d, w);
+    }
+    for (int k = 0; k < MAX_WORKERS; k++) {
+        struct wstate *w = &d->workers[k];
+        if (w->used && !seen[k]) { /* the target is gone or no longer selected */
+            stop_worker(w, false);
+            w->used = false;
+        }
+    }
+}
+
+/* ---- periods and profiles ---------------------------------------------------------------- */
+
+static void set_label(struct profile_record *r, const char *key, const char *value)
+{
+    if (value && value[0])
+        profile_record_set_label(r, key, value);
+}
+
+static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg *m)
+{
+    json_int_t key = json_integer_value(json_object_get(m->json, "app"));
+    if (key < 0 || key >= MAX_APPS || !d->apps[key].used || m->blob.len == 0) {
+        d->profile_errors++;
+        note_error(d, "worker %s sent a profile for an unknown application %lld", w->key,
+                   (long long)key);
+        return;
+    }
+    const struct app *a = &d->apps[key];
+    struct profile_record r = {0};
+    r.app_name = strdup(a->name);
+    r.from_ns = d->period_start_ns;
+    r.until_ns = real_now_ns();
+    r.rate_hz = d->cfg.rate_hz;
+    r.pprof_gz = m->blob;
+    memset(&m->blob, 0, sizeof m->blob);
+    const char *key_s;
+    json_t *v;
+    json_object_foreach(d->cfg.labels, key_s, v) if (json_is_string(v))
+        set_label(&r, key_s, json_string_value(v));
+    set_label(&r, "application_name", a->name);
+    set_label(&r, "project_id", a->project);
+    set_label(&r, "environment", a->environment);
+    set_label(&r, "container_id", a->container_id);
+    set_label(&r, "pod_uid", a->pod_uid);
+    set_label(&r, "container_runtime", a->runtime);
+    set_label(&r, "runtime", "cpython");
+    set_label(&r, "runtime_version", a->python);
+    set_label(&r, "runtime_os", "linux");
+    set_label(&r, "runtime_arch", "x86_64");
+    set_label(&r, "probe_version", CONPROF_VERSION);
+    set_label(&r, "host", d->host);
+    struct cp_err err;
+    if (!r.app_name || sink_submit(d->sink, &r, &err) < 0) {
+        d->profile_errors++;
+        note_error(d, "profile of %s not queued: %s", a->name, r.app_name ? err.msg : "memory");
+    } else {
+        d->profiles++;
+    }
+    profile_record_free(&r);
+}
+
+static void record_flushed(struct daemon *d, struct wstate *w, json_t *msg)
+{
+    w->flush_sent_at = 0;
+    const char *note = json_string_value(json_object_get(msg, "note"));
+    snprintf(w->note, sizeof w->note, "%s", note ? note : "");
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(msg, "targets"), i, t)
+    {
+        json_int_t pid = json_integer_value(json_object_get(t, "pid"));
+        for (int k = 0; k < w->nprocs; k++) {
+            struct wproc *p = &w->procs[k];
+            if (p->pid != pid)
+                continue;
+            const char *py = json_string_value(json_object_get(t, "python"));
+            const char *error = json_string_value(json_object_get(t, "error"));
+            snprintf(p->python, sizeof p->python, "%s", py ? py : "");
+            snprintf(p->error, sizeof p->error, "%s", error ? error : "");
+            p->attached = json_is_true(json_object_get(t, "attached"));
+            p->samples += (uint64_t)json_integer_value(json_object_get(t, "samples"));
+            p->errors += (uint64_t)json_integer_value(json_object_get(t, "errors"));
+            if (p->app >= 0 && p->app < MAX_APPS && p->python[0])
+                snprintf(d->apps[p->app].python, sizeof d->apps[p->app].python, "%s", p->python);
+        }
+    }
+}
+
+static void read_worker(struct daemon *d, struct wstate *w)
+{
+    char chunk[65536];
+    struct cp_err err;
+    for (;;) {
+        ssize_t n = read(w->fd, chunk, sizeof chunk);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        if (n <= 0) {
+            worker_failed(d, w, "closed its channel");
+            d->worker_crashes++;
+            return;
+        }
+        if (worker_reader_feed(&w->reader, chunk, (size_t)n, &err) < 0) {
+            worker_failed(d, w, err.msg);
+            return;
+        }
+    }
+    struct worker_msg m;
+    int rc;
+    while ((rc = worker_reader_next(&w->reader, &m, &err)) == 1) {
+        if (m.type == WP_PROFILE)
+            submit_profile(d, w, &m);
+        else if (m.type == WP_FLUSHED)
+            record_flushed(d, w, m.json);
+        worker_msg_free(&m);
+    }
+    if (rc < 0)
+        worker_failed(d, w, err.msg);
+}
+
+static void flush_workers(struct daemon *d)
+{
+    json_t *msg = json_pack("{s:I}", "period", (json_int_t)d->period);
+    for (int k = 0; k < MAX_WORKERS; k++) {
+        struct wstate *w = &d->workers[k];
+        struct cp_err err;
+        if (!w->used || !w->pid)
+            continue;
+        if (worker_proto_send(w->fd, WP_FLUSH, msg, NULL, 0, &err) < 0)
+            worker_failed(d, w, err.msg);
+        else
+            w->flush_sent_at = mono_now();
+    }
+    json_decref(msg);
+}
+
+/* ---- signals, reaping -------------------------------------------------------------------- */
+
+static int open_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void reap(struct daemon *d)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int k = 0; k < MAX_WORKERS; k++) {
+            struct wstate *w = &d->workers[k];
+            if (w->used && w->pid == pid) {
+                w->pid = 0; /* already reaped */
+                close(w->fd);
+                d->worker_crashes++;
+                note_error(d, "worker of %s exited (%s %d); restarting", w->key,
+                           WIFSIGNALED(status) ? "signal" : "status",
+                           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                w->restart_at = mono_now() + (w->restarts < 6 ? 1 << w->restarts : 60);
+                w->restarts++;
+            }
+        }
+    }
+}
+
+static void reload(struct daemon *d)
+{
+    struct daemon_settings next;
+    struct cp_err err;
+    if (!d->reload)
+        return;
+    if (d->reload(d->reload_ctx, &next, &err) < 0) {
+        note_error(d, "config reload rejected, keeping the running one: %s", err.msg);
+        return;
+    }
+    d->cfg = next;
+    cli_error("config reloaded");
+}
+
+/* Returns true when the daemon should stop. */
+static bool handle_signals(struct daemon *d)
+{
+    struct signalfd_siginfo si;
+    bool stop = false;
+    while (read(d->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            stop = true;
+        else if (si.ssi_signo == SIGHUP)
+            reload(d);
+        else if (si.ssi_signo == SIGCHLD)
+            reap(d);
+    }
+    return stop;
+}
+
+/* ---- shutdown ---------------------------------------------------------------------------- */
+
+/* Flushes the partial period: ask every worker, collect for up to half the upload timeout,
+ * then give the sink the rest of it. */
+static void shutdown_flush(struct daemon *d)
+{
+    flush_workers(d);
+    double deadline = mono_now() + d->cfg.upload_timeout_s / 2.0;
+    for (;;) {
+        struct pollfd fds[MAX_WORKERS];
+        struct wstate *owners[MAX_WORKERS];
+        int n = 0;
+        for (int k = 0; k < MAX_WORKERS; k++)
+            if (d->workers[k].used && d->workers[k].pid && d->workers[k].flush_sent_at) {
+                fds[n] = (struct pollfd){.fd = d->workers[k].fd, .events = POLLIN};
+                owners[n++] = &d->workers[k];
+            }
+        double left = deadline - mono_now();
+        if (n == 0 || left <= 0)
+            break;
+        if (poll(fds, (nfds_t)n, (int)(left * 1000) + 1) <= 0)
+            continue;
+        for (int i = 0; i < n; i++)
+            if (fds[i].revents)
+                read_worker(d, owners[i]);
+    }
+    struct cp_err err;
+    int left_ms = (int)((deadline - mono_now()) * 1000) + d->cfg.upload_timeout_s * 500;
+    if (sink_flush(d->sink, left_ms > 0 ? left_ms : 1, &err) < 0)
+        note_error(d, "flush: %s", err.msg);
+    for (int k = 0; k < MAX_WORKERS; k++)
+        if (d->workers[k].used)
+            stop_worker(&d->workers[k], false);
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static int loop(struct daemon *d)
+{
+    double next_scan = mono_now();
+    d->period_started = mono_now();
+    d->period_start_ns = real_now_ns();
+    while (!d->stopping) {
+        double now = mono_now();
+        if (now >= next_scan) {
+            reconcile(d);
+            next_scan = now + d->cfg.discovery_interval_s;
+        }
+        for (int k = 0; k < MAX_WORKERS; k++) {
+            struct wstate *w = &d->workers[k];
+            if (w->used && !w->pid && w->restart_at && w->restart_at <= now)
+                start_worker(d, w);
+            if (w->used && w->pid && w->flush_sent_at &&
+                now - w->flush_sent_at > DAEMON_WORKER_TIMEOUT_S) {
+                d->worker_hangs++;
+                worker_failed(d, w, "did not answer a flush (hung)");
+            }
+        }
+        if (now - d->period_started >= d->cfg.period_s) {
+            flush_workers(d);
+            d->period++;
+            d->period_started += d->cfg.period_s;
+            d->period_start_ns = real_now_ns();
+        }
+        struct pollfd fds[MAX_WORKERS + 1];
+        struct wstate *owners[MAX_WORKERS + 1];
+        int n = 0;
+        fds[n] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
+        owners[n++] = NULL;
+        for (int k = 0; k < MAX_WORKERS; k++)
+            if (d->workers[k].used && d->workers[k].pid) {
+                fds[n] = (struct pollfd){.fd = d->workers[k].fd, .events = POLLIN};
+                owners[n++] = &d->workers[k];
+            }
+        double wake = next_scan < d->period_started + d->cfg.period_s
+                          ? next_scan
+                          : d->period_started + d->cfg.period_s;
+        int timeout = (int)((wake - mono_now()) * 1000) + 1;
+        long sink_ms = sink_timeout_ms(d->sink);
+        if (sink_ms >= 0 && sink_ms < timeout)
+            timeout = (int)sink_ms;
+        if (timeout > 250)
+            timeout = 250; /* the sink's sockets are not in our set: poll it often */
+        if (timeout < 0)
+            timeout = 0;
+        if (poll(fds, (nfds_t)n, timeout) > 0) {
+            if (fds[0].revents && handle_signals(d))
+                d->stopping = true;
+            for (int i = 1; i < n; i++)
+                if (fds[i].revents && owners[i]->pid)
+                    read_worker(d, owners[i]);
+        }
+        struct cp_err err;
+        if (sink_poll(d->sink, 0, &err) < 0)
+            note_error(d, "sink: %s", err.msg);
+    }
+    shutdown_flush(d);
+    return EXIT_OK;
+}
+
+int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_fn,
+               void *reload_ctx)
+{
+    struct daemon *d = calloc(1, sizeof *d);
+    if (!d) {
+        cli_error("out of memory");
+        return EXIT_FAILURE_RUN;
+    }
+    d->cfg = *settings;
+    d->reload = reload_fn;
+    d->reload_ctx = reload_ctx;
+    d->started = mono_now();
+    if (settings->node_name && settings->node_name[0])
+        snprintf(d->host, sizeof d->host, "%s", settings->node_name);
+    else if (gethostname(d->host, sizeof d->host - 1) < 0)
+        snprintf(d->host, sizeof d->host, "unknown");
+    struct cp_err err;
+    struct discovery_options opts = discovery_default_options();
+    int rc = EXIT_FAILURE_RUN;
+    d->sigfd = open_signals();
+    if (d->sigfd < 0) {
+        cli_error("signalfd: %s", strerror(errno));
+        goto out;
+    }
+    if (!(d->disc = discovery_new(&opts, &err)) || !(d->sink = sink_open(&d->cfg.sink, &err))) {
+        cli_error("%s", err.msg);
+        goto out;
+    }
+    rc = loop(d);
+out:
+    if (d->sink)
+        sink_close(d->sink);
+    if (d->disc)
+        discovery_free(d->disc);
+    if (d->sigfd >= 0)
+        close(d->sigfd);
+    free(d);
+    return rc;
+}
