@@ -264,8 +264,9 @@ static uint32_t version_from_file_bytes(const struct py_proc *p, const struct ca
     return found;
 }
 
+/* guess_allowed: when no exact version is found, assume the file name's minor (X.Y.0). */
 static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t bias,
-                          struct cp_err *err)
+                          bool guess_allowed, struct cp_err *err)
 {
     char cookie[8];
     if (mem_read(&p->mem, p->runtime_addr, cookie, sizeof cookie) < 0) {
@@ -284,6 +285,13 @@ static int detect_version(struct py_proc *p, const struct candidate *c, uint64_t
         int minor = minor_from_name(c->map->path);
         p->version_hex = version_from_bss(p, &c->elf, bias, minor);
         if (!p->version_hex) p->version_hex = version_from_file_bytes(p, c, minor);
+        if (!p->version_hex && minor >= 0 && !guess_allowed) {
+            /* sys.version is written a little after the interpreter appears: starting */
+            cp_err_set(err, CP_ERR_NOTPYTHON,
+                       "the Python interpreter of process %d is starting (no version text yet)",
+                       (int)p->pid);
+            return -1;
+        }
         if (!p->version_hex && minor >= 0)
             p->version_hex = PY_HEX(3, minor, 0); /* the micro is unknown: the minor's table */
         if (!p->version_hex) {
@@ -402,7 +410,16 @@ int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err)
     return pyproc_attach_at(PROCFS_DEFAULT, pid, p, err);
 }
 
+static int attach(int procfd, pid_t pid, bool guess_allowed, struct py_proc *p,
+                  struct cp_err *err);
+
 int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *err)
+{
+    return attach(procfd, pid, true, p, err);
+}
+
+static int attach(int procfd, pid_t pid, bool guess_allowed, struct py_proc *p,
+                  struct cp_err *err)
 {
     memset(p, 0, sizeof *p);
     p->pid = pid;
@@ -434,7 +451,7 @@ int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *er
     p->runtime_addr = bias + c->syms[SYM_RUNTIME].value;
     p->none_addr = c->syms[SYM_NONE].found ? bias + c->syms[SYM_NONE].value : 0;
     p->code_type_addr = c->syms[SYM_CODE_TYPE].found ? bias + c->syms[SYM_CODE_TYPE].value : 0;
-    if (detect_version(p, c, bias, err) < 0) goto out;
+    if (detect_version(p, c, bias, guess_allowed, err) < 0) goto out;
     py_version_str(p->version_hex, p->version, sizeof p->version);
     rc = pyproc_read_interp(p, err);
 out:
@@ -448,11 +465,11 @@ int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p,
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        if (pyproc_attach_at(procfd, pid, p, err) == 0) return 0;
-        if (err->code != CP_ERR_NOTPYTHON) return -1;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed >= timeout_ms) return -1;
+        bool last = elapsed >= timeout_ms;
+        if (attach(procfd, pid, last, p, err) == 0) return 0;
+        if (err->code != CP_ERR_NOTPYTHON || last) return -1;
         struct timespec ten_ms = {0, 10 * 1000 * 1000};
         nanosleep(&ten_ms, NULL);
     }

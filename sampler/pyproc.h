@@ -48,8 +48,9 @@ int pyproc_attach(pid_t pid, struct py_proc *p, struct cp_err *err);
  * namespace and kept a descriptor of the host's /proc. */
 int pyproc_attach_at(int procfd, pid_t pid, struct py_proc *p, struct cp_err *err);
 
-/* Retries pyproc_attach every 10 ms for up to timeout_ms while the target is still starting
- * (no libpython mapped yet, interpreter not initialized). Other errors return at once. */
+/* Retries every 10 ms for up to timeout_ms while the target is still starting (no libpython
+ * mapped yet, interpreter not initialized, sys.version not written yet, so the exact version is
+ * not known). Other errors return at once. */
 int pyproc_attach_wait(int procfd, pid_t pid, int timeout_ms, struct py_proc *p,
                        struct cp_err *err);
 

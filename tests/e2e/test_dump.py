@@ -2,6 +2,7 @@
 inside f -> g, the main thread spinning in h. Frames are leaf first."""
 import json
 import os
+import time
 
 import e2e_support as sup
 
@@ -10,12 +11,20 @@ MARK = sup.line_markers(DUMP)
 F = str(DUMP)
 
 
+def settled_target(workload):
+    """The target, READY and given time to get from its print into h()'s loop: a dump is one
+    snapshot, so it must not catch the main thread between the READY line and the call of h."""
+    target = workload("dump_target.py")
+    time.sleep(0.3)
+    return target
+
+
 def frames_of(thread):
     return [(fr["name"], fr["file"], fr["line"]) for fr in thread["frames"]]
 
 
 def test_dump_json(agent, interp, workload):
-    target = workload("dump_target.py")
+    target = settled_target(workload)
     info = target.ready_info
     res = sup.run_agent(["dump", "--pid", target.pid, "--json"], timeout=60)
     assert res.returncode == 0, res.describe()
@@ -75,7 +84,7 @@ def test_dump_json(agent, interp, workload):
 
 def test_dump_text(agent, interp, workload):
     """The text form names every thread and shows the same frames, leaf first."""
-    target = workload("dump_target.py")
+    target = settled_target(workload)
     res = sup.run_agent(["dump", "--pid", target.pid], timeout=60)
     assert res.returncode == 0, res.describe()
     out = res.stdout

@@ -51,3 +51,34 @@ def test_pid_target_exits_mid_record(agent, interp, spawn, tmp_path):
     value = sup.assert_dominant(stacks, expected, min_share=0.8)
     assert value >= 1.0e6, "only %d us of wall time in the 1.5 s spin\n%s" % (
         value, sup.describe_stacks(stacks))
+
+
+SHORT_CODE = """\
+import time
+def short_spin():
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end: pass  # LINE:spin
+short_spin()  # LINE:call
+"""
+
+ATTEMPTS = 12  # the start-up race this catches hit 3.7 in 20-60% of the runs
+
+
+def test_record_command_attaches_at_startup(agent, interp, tmp_path):
+    """`record -- python ...` attaches while the interpreter is still starting: it must wait for
+    it to be ready (right version, right structures) every time, not just usually, and name the
+    exact version it found."""
+    marks = sup.source_line_markers(SHORT_CODE)
+    expected = [Frame("<module>", "<string>", marks["call"]),
+                Frame("short_spin", "<string>", marks["spin"])]
+    for attempt in range(ATTEMPTS):
+        out = tmp_path / ("start-%d.txt" % attempt)
+        res = sup.run_agent(["record", "-o", out, "--dimension", "wall", "--",
+                             interp.path, "-c", SHORT_CODE], timeout=60, env=sup.target_env())
+        assert res.returncode == 0, "attempt %d of %d:\n%s" % (attempt + 1, ATTEMPTS, res.describe())
+        # the "recording pid N (Python X.Y.Z)" line names the exact version, not a guess
+        assert "(Python %s)" % interp.info["version"] in res.stderr, (
+            "attempt %d of %d: the version is not %s:\n%s"
+            % (attempt + 1, ATTEMPTS, interp.info["version"], res.describe()))
+        sup.assert_dominant(sup.read_collapsed(out), expected, min_share=0.5,
+                            context="attempt %d of %d: " % (attempt + 1, ATTEMPTS))
