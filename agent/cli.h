@@ -22,6 +22,7 @@ enum exit_status {
     EXIT_USAGE = 2,
 };
 
+int cmd_run(int argc, char **argv);
 int cmd_record(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_version(int argc, char **argv);

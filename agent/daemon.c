@@ -303,11 +303,22 @@ static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg
                    (long long)key);
         return;
     }
-    const struct app *a = &d->apps[key];
+    struct app *a = &d->apps[key];
+    const char *python = json_string_value(json_object_get(m->json, "python"));
+    if (python && python[0])
+        snprintf(a->python, sizeof a->python, "%s", python);
+    /* the worker's own clock tells the period; distrust what cannot be right */
+    int64_t now = real_now_ns();
+    int64_t from = json_integer_value(json_object_get(m->json, "from_ns"));
+    int64_t until = json_integer_value(json_object_get(m->json, "until_ns"));
+    if (from <= 0 || until < from || until > now + 60 * 1000000000LL) {
+        from = d->period_start_ns;
+        until = now;
+    }
     struct profile_record r = {0};
     r.app_name = strdup(a->name);
-    r.from_ns = d->period_start_ns;
-    r.until_ns = real_now_ns();
+    r.from_ns = from;
+    r.until_ns = until;
     r.rate_hz = d->cfg.rate_hz;
     r.pprof_gz = m->blob;
     memset(&m->blob, 0, sizeof m->blob);
@@ -339,6 +350,11 @@ static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg
 
 static void record_flushed(struct daemon *d, struct wstate *w, json_t *msg)
 {
+    if (getenv("CONPROF_DEBUG")) {
+        char *t = json_dumps(msg, JSON_COMPACT);
+        fprintf(stderr, "debug: flushed from %s: %s\n", w->key, t);
+        free(t);
+    }
     w->flush_sent_at = 0;
     const char *note = json_string_value(json_object_get(msg, "note"));
     snprintf(w->note, sizeof w->note, "%s", note ? note : "");

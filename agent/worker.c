@@ -154,6 +154,15 @@ static int64_t realtime_ns(const struct timespec *t)
     return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
 }
 
+/* The Python version of an application's processes ("" until one is attached). */
+static const char *app_python(const struct worker *w, int key)
+{
+    for (int k = 0; k < w->ntargets; k++)
+        if (w->targets[k].app == key && w->targets[k].python[0])
+            return w->targets[k].python;
+    return "";
+}
+
 static int flush(struct worker *w, json_int_t period)
 {
     struct timespec now;
@@ -169,9 +178,12 @@ static int flush(struct worker *w, json_int_t period)
         struct buf out = {0};
         if (pprof_write(agg, &meta, &out, &err) == 0) {
             json_t *j =
-                json_pack("{s:I, s:i, s:I, s:I, s:I}", "period", period, "app", w->apps[i].key,
-                          "samples", (json_int_t)agg->total_samples, "cpu_ns",
-                          (json_int_t)agg->total_cpu_ns, "wall_ns", (json_int_t)agg->total_wall_ns);
+                json_pack("{s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:s}", "period", period, "app",
+                          w->apps[i].key, "samples", (json_int_t)agg->total_samples, "cpu_ns",
+                          (json_int_t)agg->total_cpu_ns, "wall_ns", (json_int_t)agg->total_wall_ns,
+                          "from_ns", (json_int_t)meta.time_nanos, "until_ns",
+                          (json_int_t)(meta.time_nanos + meta.duration_nanos), "python",
+                          app_python(w, w->apps[i].key));
             int rc = worker_proto_send(w->fd, WP_PROFILE, j, out.data, out.len, &err);
             json_decref(j);
             if (rc < 0) {

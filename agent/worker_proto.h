@@ -12,11 +12,14 @@
  *     WP_TARGETS  {"rate_hz": int, "targets": [{"pid": int, "start_time": int, "app": int}]}
  *                 the complete set of processes to sample; "app" is the agent's application key
  *     WP_FLUSH    {"period": int}  end of period: send one WP_PROFILE per application, then
- * WP_FLUSHED WP_STOP     {}               flush nothing, exit worker -> agent WP_PROFILE {"period":
- * int, "app": int, "samples": int, "cpu_ns": int, "wall_ns": int}
+ *                 WP_FLUSHED
+ *     WP_STOP     {}  exit without flushing
+ *   worker -> agent
+ *     WP_PROFILE  {"period": int, "app": int, "samples": int, "cpu_ns": int, "wall_ns": int,
+ *                  "from_ns": int, "until_ns": int, "python": str}  (times: ns since the epoch)
  *                 + blob: the gzipped pprof of that application for the period
- *     WP_FLUSHED  {"period": int, "targets": [{"pid": int, "python": str, "samples": int,
- *                 "errors": int, "attached": bool, "error": str}]}
+ *     WP_FLUSHED  {"period": int, "note": str, "targets": [{"pid": int, "python": str,
+ *                  "samples": int, "errors": int, "attached": bool, "error": str}]}
  */
 #ifndef CONPROF_AGENT_WORKER_PROTO_H
 #define CONPROF_AGENT_WORKER_PROTO_H

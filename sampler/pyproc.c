@@ -82,10 +82,10 @@ static int read_stat(int procfd, pid_t pid, uint64_t *out, char *state)
     if (read_proc_file(procfd, pid, "stat", text, sizeof text) <= 0) return -1;
     char *p = strrchr(text, ')');
     if (!p) return -1;
-    /* after ") " come fields 3.. ; start time is field 22 */
+    /* p is at the space before field 3 */
     p++;
     if (state) *state = p[0] == ' ' ? p[1] : '?';
-    for (int field = 2; field < 22 && p; field++)
+    for (int field = 2; field < 21 && p; field++) /* p: the space before field 22 */
         p = strchr(p + 1, ' ');
     if (!p) return -1;
     *out = strtoull(p + 1, NULL, 10);
