@@ -39,6 +39,13 @@ struct walk_ctx {
     const uint8_t *window; /* 3.11+: bulk-copied chunk bytes, NULL if none */
     uint64_t window_addr;
     size_t window_len;
+    struct {                 /* 3.11+: older chunks, copied when the walk gets there */
+        const uint8_t *bytes;
+        uint64_t addr;
+        size_t len;
+    } older[PYSTACK_MAX_CHUNKS - 1];
+    int nolder;
+    uint64_t next_chunk;     /* the chunk before the last one copied, 0 if none */
     struct addr_map *prefetched; /* 3.7-3.10: frame address -> slot in scratch.window */
     bool prefetch_valid;         /* prefetched holds this walk's reads */
     struct addr_map *visited;
@@ -114,6 +121,8 @@ void pystack_walker_free(struct pystack_walker *w)
         free(maps);
     }
     free(w->scratch.window);
+    for (int i = 0; i < PYSTACK_MAX_CHUNKS - 1; i++)
+        free(w->scratch.older[i]);
     free(w->scratch.ranges);
     memset(&w->scratch, 0, sizeof w->scratch);
 }
@@ -141,6 +150,50 @@ static uint64_t u64_at(const uint8_t *b, int32_t off)
     return v;
 }
 
+#define CHUNK_HEADER 24 /* _PyStackChunk: previous, size, top (in PyObject* slots); data[] */
+
+/* 3.11+: copies the next older data-stack chunk (its header and used slots). */
+static bool copy_older_chunk(struct walk_ctx *c)
+{
+    if (!c->next_chunk || c->nolder >= PYSTACK_MAX_CHUNKS - 1)
+        return false;
+    uint64_t header[3];
+    uint64_t chunk = c->next_chunk;
+    c->next_chunk = 0;
+    if (mem_read(c->w->mem, chunk, header, sizeof header) < 0)
+        return false;
+    uint64_t used = CHUNK_HEADER + header[2] * 8;
+    if (header[2] > PYSTACK_CHUNK_WINDOW / 8 || used > header[1] || used > PYSTACK_CHUNK_WINDOW)
+        return false; /* torn or not a chunk */
+    struct pystack_scratch *s = &c->w->scratch;
+    int k = c->nolder;
+    if (used > s->older_cap[k]) {
+        uint8_t *p = realloc(s->older[k], used);
+        if (!p)
+            return false;
+        s->older[k] = p;
+        s->older_cap[k] = used;
+    }
+    if (mem_read(c->w->mem, chunk, s->older[k], used) < 0)
+        return false;
+    c->older[k].bytes = s->older[k];
+    c->older[k].addr = chunk;
+    c->older[k].len = used;
+    c->nolder++;
+    c->next_chunk = header[0];
+    return true;
+}
+
+static const uint8_t *in_older_chunks(struct walk_ctx *c, uint64_t addr, size_t fsize)
+{
+    do {
+        for (int k = 0; k < c->nolder; k++)
+            if (addr >= c->older[k].addr && addr - c->older[k].addr + fsize <= c->older[k].len)
+                return c->older[k].bytes + (addr - c->older[k].addr);
+    } while (copy_older_chunk(c));
+    return NULL;
+}
+
 /* The bytes of the frame at addr: from the bulk copy if there, else read into buf. */
 static const uint8_t *frame_bytes(struct walk_ctx *c, uint64_t addr, uint8_t *buf,
                                   struct cp_err *err)
@@ -149,6 +202,9 @@ static const uint8_t *frame_bytes(struct walk_ctx *c, uint64_t addr, uint8_t *bu
     uint32_t slot;
     if (c->window && addr >= c->window_addr && addr - c->window_addr + fsize <= c->window_len)
         return c->window + (addr - c->window_addr);
+    const uint8_t *older = c->window ? in_older_chunks(c, addr, fsize) : NULL;
+    if (older)
+        return older;
     if (c->prefetch_valid && addr_map_get(c->prefetched, addr, &slot))
         return c->w->scratch.window + (size_t)slot * fsize;
     if (mem_read(c->w->mem, addr, buf, fsize) < 0) {
@@ -257,6 +313,8 @@ static void copy_chunk_window(struct walk_ctx *c, uint64_t current, uint64_t chu
     c->window = c->w->scratch.window;
     c->window_addr = start;
     c->window_len = len;
+    if (start == chunk && len >= 8) /* the header is in the copy: remember the older chunk */
+        memcpy(&c->next_chunk, c->window, sizeof c->next_chunk);
 }
 
 /* 3.7-3.10: read the previous walk's frames in one vectored read. */

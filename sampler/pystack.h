@@ -22,6 +22,7 @@
 
 #define PYSTACK_MAX_DEPTH 4096
 #define PYSTACK_CHUNK_WINDOW (256 * 1024) /* at most this much of a data-stack chunk per read */
+#define PYSTACK_MAX_CHUNKS 8 /* data-stack chunks copied per walk; older frames are read singly */
 
 struct py_raw_frame {
     uint64_t code;  /* PyCodeObject address */
@@ -46,6 +47,8 @@ struct pystack_hint {
 struct pystack_scratch {
     uint8_t *window; /* copy of a data-stack chunk part, or of prefetched frame objects */
     size_t window_cap;
+    uint8_t *older[PYSTACK_MAX_CHUNKS - 1]; /* copies of older data-stack chunks */
+    size_t older_cap[PYSTACK_MAX_CHUNKS - 1];
     struct mem_range *ranges;
     uint32_t ranges_cap;
     struct pystack_maps *maps; /* address sets (pystack.c) */

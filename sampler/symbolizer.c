@@ -164,6 +164,12 @@ static int read_bytes_object(const struct memreader *mem, const struct py_offset
     return 0;
 }
 
+static bool same_signature(const struct code_signature *a, const struct code_signature *b)
+{
+    return a->type == b->type && a->name == b->name && a->file == b->file &&
+           a->table == b->table && a->firstlineno == b->firstlineno;
+}
+
 static int read_code_header(struct symbolizer *s, uint64_t code, uint8_t *head,
                             struct code_signature *sig, struct cp_err *err)
 {
@@ -352,7 +358,7 @@ static struct symbolizer_code *revalidate(struct symbolizer *s, struct symbolize
     struct code_signature sig;
     struct cp_err ignored;
     if (read_code_header(s, code, head, &sig, &ignored) == 0 &&
-        memcmp(&sig, &e->sig, sizeof sig) == 0) {
+        same_signature(&sig, &e->sig)) {
         e->checked_tick = s->tick;
         if (e->recheck_every < SYMBOLIZER_RECHECK_TICKS) e->recheck_every *= 2;
         return e;
