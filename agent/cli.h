@@ -23,6 +23,7 @@ enum exit_status {
 };
 
 int cmd_run(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 int cmd_record(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_version(int argc, char **argv);

@@ -1,220 +1,133 @@
-/* `conprof-agent run`: the per-node daemon (see daemon.h). This file turns the command line into
- * daemon settings; the loop lives in daemon.c. */
+/* `conprof-agent run`: the per-node daemon (see daemon.h). This file turns the configuration
+ * (config.h: file < environment < flags) into daemon settings and reloads it on SIGHUP; the loop
+ * lives in daemon.c. */
 #include "caps.h"
 #include "cli.h"
+#include "config.h"
 #include "daemon.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static void run_usage(FILE *out)
-{
-    fputs("usage: conprof-agent run [options]\n"
-          "\n"
-          "Finds the Python processes of this node, samples them from outside and writes or uploads\n"
-          "one profile per application every period.\n"
-          "\n"
-          "options:\n"
-          "      --rate HZ              samples per second (default 100)\n"
-          "      --period SECS          profile period (default 45)\n"
-          "      --upload-timeout SECS  per upload (default 10)\n"
-          "      --discovery-interval SECS  rescan /proc every SECS (default 5)\n"
-          "      --sink-dir DIR         write profiles to DIR (default /var/lib/conprof/profiles)\n"
-          "      --sink-url URL         upload to a Pyroscope-compatible server instead\n"
-          "      --bearer-token-file F  Authorization: Bearer <contents of F>\n"
-          "      --spool-dir DIR        keep undelivered profiles here (default /var/lib/conprof/spool)\n"
-          "      --spool-max-bytes N    spool size cap (default 67108864)\n"
-          "      --label K=V            add a label to every profile (repeatable)\n"
-          "      --selector K=V,...     profile only matching processes (repeatable); keys: project,\n"
-          "                             environment, application, container_id\n"
-          "      --node-name NAME       the host label (default: the host name; env CONPROF_NODE_NAME)\n"
-          "  -h, --help                 this help\n",
-          out);
-}
-
-struct run_args {
-    struct daemon_settings s;
-    json_t *labels;
-    json_t *selectors;
-    char *token;
+/* What the settings borrow from: kept alive while the daemon uses them. */
+struct run_state {
+    struct config_args args;
+    struct config_env env;
+    struct agent_config cfg;
+    struct selector_list selectors;
+    struct agent_config old_cfg; /* the previous generation, freed at the next reload */
+    struct selector_list old_selectors;
 };
 
-static int parse_kv_list(const char *text, json_t *obj)
+static int to_settings(struct agent_config *c, struct selector_list *sel,
+                       struct daemon_settings *s, struct cp_err *err)
 {
-    char *copy = strdup(text), *save = NULL;
-    int rc = 0;
-    for (char *kv = strtok_r(copy, ",", &save); kv && rc == 0; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq || eq == kv) {
-            rc = -1;
-            break;
-        }
-        *eq = '\0';
-        json_object_set_new(obj, kv, json_string(eq + 1));
-    }
-    free(copy);
-    return rc;
-}
-
-static char *read_token(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char buf[4096] = "";
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    return strdup(buf);
-}
-
-static int parse_run_args(int argc, char **argv, struct run_args *a)
-{
-    enum { O_RATE = 1000, O_PERIOD, O_TIMEOUT, O_DISC, O_DIR, O_URL, O_TOKEN, O_SPOOL,
-           O_SPOOL_MAX, O_LABEL, O_SELECTOR, O_NODE };
-    static const struct option opts[] = {
-        {"rate", required_argument, NULL, O_RATE},
-        {"period", required_argument, NULL, O_PERIOD},
-        {"upload-timeout", required_argument, NULL, O_TIMEOUT},
-        {"discovery-interval", required_argument, NULL, O_DISC},
-        {"sink-dir", required_argument, NULL, O_DIR},
-        {"sink-url", required_argument, NULL, O_URL},
-        {"bearer-token-file", required_argument, NULL, O_TOKEN},
-        {"spool-dir", required_argument, NULL, O_SPOOL},
-        {"spool-max-bytes", required_argument, NULL, O_SPOOL_MAX},
-        {"label", required_argument, NULL, O_LABEL},
-        {"selector", required_argument, NULL, O_SELECTOR},
-        {"node-name", required_argument, NULL, O_NODE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    struct daemon_settings *s = &a->s;
+    memset(s, 0, sizeof *s);
+    if (selector_list_parse(c->selectors, "selectors", sel, err) < 0)
+        return -1;
+    s->rate_hz = c->rate_hz;
+    s->period_s = c->period_s;
+    s->upload_timeout_s = c->upload_timeout_s;
+    s->discovery_interval_s = c->discovery_interval_s;
+    s->selectors = *sel;
+    s->labels = c->labels;
     sink_config_defaults(&s->sink);
-    s->rate_hz = 100;
-    s->period_s = 45;
-    s->upload_timeout_s = 10;
-    s->discovery_interval_s = 5;
-    s->sink.kind = SINK_DIR;
-    s->sink.dir = "/var/lib/conprof/profiles";
-    s->sink.spool_dir = "/var/lib/conprof/spool";
-    s->node_name = getenv("CONPROF_NODE_NAME");
+    s->sink.kind = c->sink.type;
+    s->sink.dir = c->sink.dir;
+    s->sink.url = c->sink.url;
+    s->sink.bearer_token = c->sink.bearer_token;
+    s->sink.ca_file = c->sink.ca_file;
+    s->sink.upload_timeout_ms = c->upload_timeout_s * 1000;
+    s->sink.spool_dir = c->spool.dir;
+    s->sink.spool_max_bytes = c->spool.max_bytes;
+    s->status_socket = c->status_socket;
+    s->metrics_listen = c->metrics_listen;
+    s->metrics_allow_remote = c->metrics_allow_remote;
+    s->node_name = c->node_name;
+    s->config_file = c->file;
     s->enter_mntns = true;
-    a->labels = json_object();
-    a->selectors = json_array();
-    long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_RATE:
-            if (!cli_parse_long(optarg, 1, 1000, &v)) {
-                cli_error("--rate expects 1 to 1000 samples per second, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->rate_hz = (int)v;
-            break;
-        case O_PERIOD:
-            if (!cli_parse_long(optarg, 1, 3600, &v)) {
-                cli_error("--period expects 1 to 3600 seconds, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->period_s = (int)v;
-            break;
-        case O_TIMEOUT:
-            if (!cli_parse_long(optarg, 1, 300, &v)) {
-                cli_error("--upload-timeout expects 1 to 300 seconds, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->upload_timeout_s = (int)v;
-            break;
-        case O_DISC:
-            if (!cli_parse_long(optarg, 1, 60, &v)) {
-                cli_error("--discovery-interval expects 1 to 60 seconds, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->discovery_interval_s = (int)v;
-            break;
-        case O_DIR: s->sink.kind = SINK_DIR; s->sink.dir = optarg; break;
-        case O_URL: s->sink.kind = SINK_HTTP; s->sink.url = optarg; break;
-        case O_TOKEN:
-            if (!(a->token = read_token(optarg))) {
-                cli_error("--bearer-token-file: cannot read '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->sink.bearer_token = a->token;
-            break;
-        case O_SPOOL: s->sink.spool_dir = optarg; break;
-        case O_SPOOL_MAX:
-            if (!cli_parse_long(optarg, 1 << 20, 1L << 40, &v)) {
-                cli_error("--spool-max-bytes expects at least 1048576, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            s->sink.spool_max_bytes = (uint64_t)v;
-            break;
-        case O_LABEL:
-            if (parse_kv_list(optarg, a->labels) < 0) {
-                cli_error("--label expects KEY=VALUE, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case O_SELECTOR: {
-            json_t *sel = json_object();
-            if (parse_kv_list(optarg, sel) < 0) {
-                json_decref(sel);
-                cli_error("--selector expects KEY=VALUE[,KEY=VALUE...], got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            json_array_append_new(a->selectors, sel);
-            break;
-        }
-        case O_NODE: s->node_name = optarg; break;
-        case 'h': run_usage(stdout); return EXIT_OK + 100;
-        default: run_usage(stderr); return EXIT_USAGE;
-        }
+    return 0;
+}
+
+/* SIGHUP: a whole new configuration, or the reason it was refused (the old one stays). */
+static int reload(void *ctx, struct daemon_settings *out, struct cp_err *err)
+{
+    struct run_state *st = ctx;
+    struct agent_config next = {0};
+    struct selector_list sel = {0};
+    if (config_load(&st->args, &st->env, &next, err) < 0)
+        return -1;
+    if (to_settings(&next, &sel, out, err) < 0) {
+        config_free(&next);
+        return -1;
     }
-    if (optind < argc) {
-        cli_error("run: unexpected argument '%s'", argv[optind]);
-        return EXIT_USAGE;
-    }
+    /* the generation before the running one is no longer borrowed from */
+    config_free(&st->old_cfg);
+    selector_list_free(&st->old_selectors);
+    st->old_cfg = st->cfg;
+    st->old_selectors = st->selectors;
+    st->cfg = next;
+    st->selectors = sel;
+    return 0;
+}
+
+static void report_capabilities(void)
+{
+    char missing[128];
     struct cp_err err;
-    if (selector_list_parse(a->selectors, "--selector", &s->selectors, &err) < 0) {
+    if (caps_restrict_agent(missing, sizeof missing, &err) < 0) {
         cli_error("%s", err.msg);
-        return EXIT_USAGE;
+        return;
     }
-    s->labels = a->labels;
-    s->sink.upload_timeout_ms = s->upload_timeout_s * 1000;
-    return EXIT_OK;
+    if (missing[0] && getuid() == 0)
+        cli_error("running without %s: processes of other users and containers may not be "
+                  "readable; grant the capability to profile them",
+                  missing);
+    else if (missing[0])
+        cli_error("running as an ordinary user without %s: profiling this user's own processes "
+                  "only",
+                  missing);
 }
 
 int cmd_run(int argc, char **argv)
 {
-    struct run_args a = {0};
-    int rc = parse_run_args(argc, argv, &a);
-    if (rc == EXIT_OK) {
-        char missing[128];
-        struct cp_err err;
-        if (caps_restrict_agent(missing, sizeof missing, &err) < 0) {
-            cli_error("%s", err.msg);
-            rc = EXIT_FAILURE_RUN;
-        } else {
-            if (missing[0] && getuid() == 0)
-                cli_error("running without %s: %s", missing,
-                          "containers' processes may not be readable; grant the capability to "
-                          "profile them");
-            else if (missing[0])
-                cli_error("running as an ordinary user without %s: profiling this user's own "
-                          "processes only",
-                          missing);
-            rc = daemon_run(&a.s, NULL, NULL);
-        }
+    struct run_state *st = calloc(1, sizeof *st);
+    struct cp_err err;
+    int rc = EXIT_USAGE;
+    if (!st) {
+        cli_error("out of memory");
+        return EXIT_FAILURE_RUN;
     }
-    selector_list_free(&a.s.selectors);
-    json_decref(a.labels);
-    json_decref(a.selectors);
-    free(a.token);
-    return rc == EXIT_OK + 100 ? EXIT_OK : rc;
+    if (config_args_parse(argc, argv, &st->args, &err) < 0) {
+        cli_error("%s", err.msg);
+        goto out;
+    }
+    if (st->args.help) {
+        puts("usage: conprof-agent run [options]\n\n"
+             "Finds the Python processes of this node, samples them from outside and writes or "
+             "uploads\none profile per application every period. Settings: defaults < config "
+             "file < environment < flags\n(docs/agent-config.md).\n");
+        config_usage(stdout);
+        rc = EXIT_OK;
+        goto out;
+    }
+    config_env_from_process(&st->env);
+    struct daemon_settings settings;
+    if (config_load(&st->args, &st->env, &st->cfg, &err) < 0 ||
+        to_settings(&st->cfg, &st->selectors, &settings, &err) < 0) {
+        cli_error("%s", err.msg);
+        goto out;
+    }
+    report_capabilities();
+    rc = daemon_run(&settings, reload, st);
+out:
+    config_free(&st->cfg);
+    config_free(&st->old_cfg);
+    selector_list_free(&st->selectors);
+    selector_list_free(&st->old_selectors);
+    config_args_free(&st->args);
+    free(st);
+    return rc;
 }

@@ -15,7 +15,9 @@
 
 #include "cli.h"
 #include "discovery.h"
+#include "metrics.h"
 #include "procfs.h"
+#include "status.h"
 #include "worker.h"
 #include "worker_proto.h"
 
@@ -88,7 +90,18 @@ struct daemon {
     double started;
     char host[256];
     uint64_t worker_crashes, worker_hangs, profiles, profile_errors;
+    uint64_t samples, sample_errors; /* totals reported by workers */
+    uint64_t discovery_passes, reloads_ok, reloads_failed;
+    double discovery_last_s;
     char last_error[512];
+    struct {
+        time_t time;
+        char message[sizeof(((struct cp_err *)0)->msg)];
+    } errors[8]; /* the last errors, a ring */
+    unsigned nerrors;
+    struct status_server *status;
+    struct metrics_server *metrics;
+    time_t started_wall;
     bool stopping;
 };
 
@@ -113,6 +126,9 @@ static void note_error(struct daemon *d, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
     va_end(ap);
+    unsigned slot = d->nerrors++ % (sizeof d->errors / sizeof d->errors[0]);
+    d->errors[slot].time = time(NULL);
+    snprintf(d->errors[slot].message, sizeof d->errors[slot].message, "%s", d->last_error);
     cli_error("%s", d->last_error);
 }
 
@@ -225,7 +241,11 @@ static void worker_failed(struct daemon *d, struct wstate *w, const char *why)
 static void reconcile(struct daemon *d)
 {
     struct cp_err err;
-    if (discovery_scan(d->disc, &err) < 0) {
+    double t0 = mono_now();
+    int scanned = discovery_scan(d->disc, &err);
+    d->discovery_last_s = mono_now() - t0;
+    d->discovery_passes++;
+    if (scanned < 0) {
         note_error(d, "discovery: %s", err.msg);
         return;
     }
@@ -372,8 +392,12 @@ static void record_flushed(struct daemon *d, struct wstate *w, json_t *msg)
             snprintf(p->python, sizeof p->python, "%s", py ? py : "");
             snprintf(p->error, sizeof p->error, "%s", error ? error : "");
             p->attached = json_is_true(json_object_get(t, "attached"));
-            p->samples += (uint64_t)json_integer_value(json_object_get(t, "samples"));
-            p->errors += (uint64_t)json_integer_value(json_object_get(t, "errors"));
+            uint64_t samples = (uint64_t)json_integer_value(json_object_get(t, "samples"));
+            uint64_t errors = (uint64_t)json_integer_value(json_object_get(t, "errors"));
+            p->samples += samples;
+            p->errors += errors;
+            d->samples += samples;
+            d->sample_errors += errors;
             if (p->app >= 0 && p->app < MAX_APPS && p->python[0])
                 snprintf(d->apps[p->app].python, sizeof d->apps[p->app].python, "%s", p->python);
         }
@@ -470,9 +494,11 @@ static void reload(struct daemon *d)
     if (!d->reload)
         return;
     if (d->reload(d->reload_ctx, &next, &err) < 0) {
+        d->reloads_failed++;
         note_error(d, "config reload rejected, keeping the running one: %s", err.msg);
         return;
     }
+    d->reloads_ok++;
     d->cfg = next;
     cli_error("config reloaded");
 }
@@ -528,6 +554,106 @@ static void shutdown_flush(struct daemon *d)
             stop_worker(&d->workers[k], false);
 }
 
+/* ---- status and metrics ------------------------------------------------------------------ */
+
+static const char *proc_state(const struct wstate *w, const struct wproc *p)
+{
+    if (!w->pid)
+        return "restarting";
+    if (p->attached)
+        return "sampling";
+    return p->error[0] ? "failed" : "attaching";
+}
+
+/* The status document (schema in status.h). */
+static json_t *render_status(void *ctx)
+{
+    struct daemon *d = ctx;
+    struct sink_stats ss;
+    sink_get_stats(d->sink, &ss);
+    json_t *targets = json_array();
+    unsigned running = 0;
+    for (int k = 0; k < MAX_WORKERS; k++) {
+        const struct wstate *w = &d->workers[k];
+        if (!w->used)
+            continue;
+        running += w->pid != 0;
+        for (int i = 0; i < w->nprocs; i++) {
+            const struct wproc *p = &w->procs[i];
+            const struct app *a = &d->apps[p->app];
+            json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:I, s:s}", "target", w->key,
+                                  "container_id", a->container_id, "pod_uid", a->pod_uid,
+                                  "application", a->name, "pid", (int)p->pid, "python", p->python,
+                                  "samples", (json_int_t)p->samples, "errors",
+                                  (json_int_t)p->errors, "state", proc_state(w, p));
+            if (p->error[0])
+                json_object_set_new(t, "error", json_string(p->error));
+            json_array_append_new(targets, t);
+        }
+    }
+    json_t *errors = json_array();
+    unsigned n = d->nerrors < 8 ? d->nerrors : 8;
+    for (unsigned i = d->nerrors - n; i < d->nerrors; i++)
+        json_array_append_new(errors, json_pack("{s:I, s:s}", "time",
+                                                (json_int_t)d->errors[i % 8].time, "message",
+                                                d->errors[i % 8].message));
+    char sink[600];
+    snprintf(sink, sizeof sink, "%s %s", d->cfg.sink.kind == SINK_HTTP ? "http" : "dir",
+             d->cfg.sink.kind == SINK_HTTP ? d->cfg.sink.url : d->cfg.sink.dir);
+    return json_pack(
+        "{s:s, s:i, s:s, s:I, s:I, s:{s:s?, s:i, s:i, s:s}, s:o, s:{s:i, s:I, s:I}, s:I, s:I, "
+        "s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o}",
+        "version", CONPROF_VERSION, "pid", (int)getpid(), "node", d->host, "started_at",
+        (json_int_t)d->started_wall, "uptime_s", (json_int_t)(mono_now() - d->started), "config",
+        "file", d->cfg.config_file, "rate_hz", d->cfg.rate_hz, "period_s", d->cfg.period_s, "sink",
+        sink, "targets", targets, "workers", "running", (int)running, "crashes",
+        (json_int_t)d->worker_crashes, "hangs", (json_int_t)d->worker_hangs, "samples",
+        (json_int_t)d->samples, "sample_errors", (json_int_t)d->sample_errors, "profiles",
+        (json_int_t)d->profiles, "profile_errors", (json_int_t)d->profile_errors, "uploads", "sent",
+        (json_int_t)ss.sent, "failed", (json_int_t)ss.failed, "retried", (json_int_t)ss.retried,
+        "spooled", (json_int_t)ss.spooled, "evicted", (json_int_t)ss.evicted, "queued",
+        (json_int_t)ss.queued, "inflight", (json_int_t)ss.inflight, "spool_files",
+        (json_int_t)ss.spool_files, "spool_bytes", (json_int_t)ss.spool_bytes, "last_errors",
+        errors);
+}
+
+static void fill_metrics(void *ctx, struct metrics_values *v)
+{
+    struct daemon *d = ctx;
+    struct sink_stats ss;
+    sink_get_stats(d->sink, &ss);
+    memset(v, 0, sizeof *v);
+    v->version = CONPROF_VERSION;
+    v->start_time_s = (double)d->started_wall;
+    v->samples_total = d->samples;
+    v->sample_errors_total = d->sample_errors;
+    for (int k = 0; k < MAX_WORKERS; k++) {
+        if (!d->workers[k].used)
+            continue;
+        v->targets++;
+        v->processes += (uint64_t)d->workers[k].nprocs;
+        v->workers += d->workers[k].pid != 0;
+    }
+    v->worker_crashes_total = d->worker_crashes;
+    v->worker_hangs_total = d->worker_hangs;
+    v->profiles_total = d->profiles;
+    v->profile_errors_total = d->profile_errors;
+    v->uploads_sent_total = ss.sent;
+    v->uploads_failed_total = ss.failed;
+    v->uploads_retried_total = ss.retried;
+    v->spooled_total = ss.spooled;
+    v->spool_evictions_total = ss.evicted;
+    v->spool_corrupt_total = ss.spool_corrupt;
+    v->spool_bytes = ss.spool_bytes;
+    v->spool_files = ss.spool_files;
+    v->upload_queue = ss.queued;
+    v->uploads_inflight = ss.inflight;
+    v->discovery_passes_total = d->discovery_passes;
+    v->discovery_last_duration_s = d->discovery_last_s;
+    v->config_reloads_ok_total = d->reloads_ok;
+    v->config_reloads_failed_total = d->reloads_failed;
+}
+
 /* ---- the loop ---------------------------------------------------------------------------- */
 
 static int loop(struct daemon *d)
@@ -557,11 +683,22 @@ static int loop(struct daemon *d)
             d->period_started += d->cfg.period_s;
             d->period_start_ns = real_now_ns();
         }
-        struct pollfd fds[MAX_WORKERS + 1];
-        struct wstate *owners[MAX_WORKERS + 1];
+        struct pollfd fds[MAX_WORKERS + 3];
+        struct wstate *owners[MAX_WORKERS + 3];
         int n = 0;
         fds[n] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
         owners[n++] = NULL;
+        int status_i = -1, metrics_i = -1;
+        if (d->status) {
+            status_i = n;
+            fds[n] = (struct pollfd){.fd = status_server_fd(d->status), .events = POLLIN};
+            owners[n++] = NULL;
+        }
+        if (d->metrics) {
+            metrics_i = n;
+            fds[n] = (struct pollfd){.fd = metrics_server_fd(d->metrics), .events = POLLIN};
+            owners[n++] = NULL;
+        }
         for (int k = 0; k < MAX_WORKERS; k++)
             if (d->workers[k].used && d->workers[k].pid) {
                 fds[n] = (struct pollfd){.fd = d->workers[k].fd, .events = POLLIN};
@@ -581,8 +718,15 @@ static int loop(struct daemon *d)
         if (poll(fds, (nfds_t)n, timeout) > 0) {
             if (fds[0].revents && handle_signals(d))
                 d->stopping = true;
+            struct cp_err serr;
+            if (status_i >= 0 && fds[status_i].revents &&
+                status_server_handle(d->status, &serr) < 0)
+                note_error(d, "status socket: %s", serr.msg);
+            if (metrics_i >= 0 && fds[metrics_i].revents &&
+                metrics_server_handle(d->metrics, &serr) < 0)
+                note_error(d, "metrics: %s", serr.msg);
             for (int i = 1; i < n; i++)
-                if (fds[i].revents && owners[i]->pid)
+                if (fds[i].revents && owners[i] && owners[i]->pid)
                     read_worker(d, owners[i]);
         }
         struct cp_err err;
@@ -621,8 +765,24 @@ int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_
         cli_error("%s", err.msg);
         goto out;
     }
+    d->started_wall = time(NULL);
+    if (d->cfg.status_socket && d->cfg.status_socket[0] &&
+        !(d->status = status_server_open(d->cfg.status_socket, render_status, d, &err))) {
+        cli_error("status socket: %s", err.msg);
+        goto out;
+    }
+    if (d->cfg.metrics_listen && d->cfg.metrics_listen[0] &&
+        !(d->metrics = metrics_server_open(d->cfg.metrics_listen, d->cfg.metrics_allow_remote,
+                                           fill_metrics, d, &err))) {
+        cli_error("metrics: %s", err.msg);
+        goto out;
+    }
     rc = loop(d);
 out:
+    if (d->status)
+        status_server_close(d->status);
+    if (d->metrics)
+        metrics_server_close(d->metrics);
     if (d->sink)
         sink_close(d->sink);
     if (d->disc)

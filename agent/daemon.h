@@ -32,6 +32,8 @@ struct daemon_settings {
     struct sink_config sink;        /* strings borrowed */
     const char *status_socket;      /* NULL or "": none */
     const char *metrics_listen;     /* NULL or "": none */
+    bool metrics_allow_remote;
+    const char *config_file;        /* for the status page; NULL: none */
     const char *node_name;          /* the host label; NULL: gethostname() */
     bool enter_mntns;               /* workers setns into containers (needs CAP_SYS_ADMIN) */
 };

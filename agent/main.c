@@ -10,6 +10,7 @@ static void usage(FILE *out)
           "\n"
           "commands:\n"
           "  run      the per-node daemon: profile matching Python processes continuously\n"
+          "  status   show what the running agent does (--json for machines)\n"
           "  record   sample a Python process and write a flame graph, pprof or collapsed stacks\n"
           "  dump     print the current stack of every thread of a Python process, once\n"
           "  version  print the version\n"
@@ -27,6 +28,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "status"))
+        return cmd_status(argc - 1, argv + 1);
     if (!strcmp(cmd, "record")) return cmd_record(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump")) return cmd_dump(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version"))
