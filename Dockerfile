@@ -1,6 +1,7 @@
 # conprof-agent image: build on Debian bookworm, run with only the shared libraries it needs.
 #   docker build -t conprof-agent .
-# The agent needs hostPID and the capabilities SYS_PTRACE, SYS_ADMIN (setns) and DAC_READ_SEARCH;
+# The agent needs hostPID and the capabilities SYS_PTRACE, SYS_ADMIN + SYS_CHROOT (setns) and
+# DAC_READ_SEARCH;
 # see deploy/kubernetes/daemonset.yaml.
 FROM debian:bookworm AS build
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends \

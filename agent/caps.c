@@ -12,7 +12,8 @@
 #include <sys/capability.h>
 #include <sys/prctl.h>
 
-static const cap_value_t AGENT_CAPS[] = {CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH};
+static const cap_value_t AGENT_CAPS[] = {CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYS_CHROOT,
+                                         CAP_DAC_READ_SEARCH};
 static const cap_value_t WORKER_CAPS[] = {CAP_SYS_PTRACE};
 
 static bool kept(cap_value_t c, const cap_value_t *keep, size_t nkeep)
@@ -30,7 +31,7 @@ static int keep_only(const cap_value_t *keep, size_t nkeep, char *missing, size_
         cp_err_set(err, CP_ERR_IO, "cannot read our capabilities: %s", strerror(errno));
         return -1;
     }
-    cap_value_t have[8];
+    cap_value_t have[16];
     int nhave = 0;
     if (missing && size) missing[0] = '\0';
     for (size_t i = 0; i < nkeep; i++) {

@@ -36,6 +36,7 @@
 #define MAX_WORKERS 256
 #define MAX_APPS 4096
 #define MAX_PROCS_PER_WORKER 256
+#define DAEMON_GONE_FLUSH_MS 2000
 
 struct app {
     char target_key[DISCOVERY_KEY_MAX];
@@ -144,7 +145,8 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
                 free_slot = i;
             continue;
         }
-        if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name))
+        if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name) &&
+            !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment))
             return i;
     }
     if (free_slot < 0)
@@ -236,6 +238,30 @@ static void worker_failed(struct daemon *d, struct wstate *w, const char *why)
     w->restarts++;
 }
 
+static void read_worker(struct daemon *d, struct wstate *w);
+static void flush_workers(struct daemon *d);
+
+/* Asks one worker for its partial period and waits up to DAEMON_GONE_FLUSH_MS for it, so the
+ * last samples of a target that went away are not lost. */
+static void flush_one(struct daemon *d, struct wstate *w)
+{
+    if (!w->pid)
+        return;
+    json_t *msg = json_pack("{s:I}", "period", (json_int_t)d->period);
+    struct cp_err err;
+    int rc = worker_proto_send(w->fd, WP_FLUSH, msg, NULL, 0, &err);
+    json_decref(msg);
+    if (rc < 0)
+        return;
+    w->flush_sent_at = mono_now();
+    double deadline = mono_now() + DAEMON_GONE_FLUSH_MS / 1000.0;
+    while (w->pid && w->flush_sent_at && mono_now() < deadline) {
+        struct pollfd p = {.fd = w->fd, .events = POLLIN};
+        if (poll(&p, 1, (int)((deadline - mono_now()) * 1000) + 1) > 0)
+            read_worker(d, w);
+    }
+}
+
 /* ---- discovery -> workers ---------------------------------------------------------------- */
 
 static void reconcile(struct daemon *d)
@@ -275,6 +301,10 @@ static void reconcile(struct daemon *d)
         struct wproc procs[MAX_PROCS_PER_WORKER];
         for (size_t k = 0; k < t->proc_count && np < MAX_PROCS_PER_WORKER; k++) {
             const struct discovery_process *p = t->procs[k];
+            struct selector_subject subject;
+            discovery_subject(p, &subject);
+            if (d->cfg.selectors.count && !selector_list_matches(&d->cfg.selectors, &subject))
+                continue; /* a process of the target the selectors do not want */
             int app = app_key(d, p);
             if (app < 0)
                 continue;
@@ -300,6 +330,7 @@ static void reconcile(struct daemon *d)
     for (int k = 0; k < MAX_WORKERS; k++) {
         struct wstate *w = &d->workers[k];
         if (w->used && !seen[k]) { /* the target is gone or no longer selected */
+            flush_one(d, w);
             stop_worker(w, false);
             w->used = false;
         }

@@ -73,8 +73,9 @@ static pid_t spawn_austin(const char *path, pid_t target, const char *out, const
     char pid_text[16];
     snprintf(pid_text, sizeof pid_text, "%d", (int)target);
     fflush(NULL);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid != 0) return pid;
+    bench_die_with_parent(parent);
     int null = open("/dev/null", O_RDWR);
     int err = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(null, 0); /* austin 1.x says why it cannot attach on stdout, 3.x on stderr */

@@ -3,15 +3,17 @@
  * The work is bench_target.py's `work` loop (a pure-Python loop calling a small function), sized
  * once by a calibration run to take about BENCH_WORK_SECONDS, and timed by the target itself
  * around the loop only, on its wall clock (perf_counter) and its CPU time (process_time): the
- * target prints READY, we attach the agent (`record --pid PID --rate 100`, until the target exits)
- * or not, wait SETTLE_MS either way (the agent is then a few ticks in), then tell the target to go.
- * Runs with and without the agent alternate in ABBA order (round r runs without-with when r is
- * even, with-without when odd) so drift in the machine's load falls on both sides. The figure is
- * the median with the agent over the median without, minus one, on either clock; the spread of
- * the runs without the agent is printed next to it, because on a shared 2-core machine it is
- * usually larger than the effect. The CPU-time figure leaves out the time other processes took
- * the target's core, which is most of that noise, and keeps what the agent costs the target
- * (cache and memory traffic, and the kernel's work for each process_vm_readv is the agent's).
+ * target prints READY, we attach the agent (`record --pid PID --rate BENCH_RATE`, until the target
+ * exits) or not, wait SETTLE_MS either way (the agent is then a few ticks in), then tell the
+ * target to go. Runs with and without the agent alternate in ABBA order (round r runs
+ * without-with when r is even, with-without when odd) so drift in the machine's load falls on
+ * both sides. The figure is the median with the agent over the median without, minus one, on
+ * either clock, printed with the spread of the runs without the agent: on a shared 2-core machine
+ * that noise is usually larger than the effect. For the same reason the default is many short
+ * runs (8 rounds of 2 s each way) rather than a few long ones, whose medians one slow spell can
+ * move. The CPU-time figure leaves out the time other processes held the target's core, most of
+ * the wall-clock noise, and keeps what the agent costs the target itself (cache and memory
+ * traffic; the kernel's work for each process_vm_readv is charged to the agent).
  */
 #include "bench_util.h"
 
@@ -114,25 +116,25 @@ static struct slowdown compare(const struct run *without, const struct run *with
     return d;
 }
 
-static void report(const struct run *without, const struct run *with, int rounds)
+static void report(const struct run *without, const struct run *with, int rounds, long rate)
 {
-    char value[64], note[160];
+    char figure[96], value[64], note[160];
     for (int cpu = 0; cpu < 2; cpu++) {
         struct slowdown d = compare(without, with, rounds, cpu);
         snprintf(value, sizeof value, "%+.2f %%", d.median);
         snprintf(note, sizeof note,
                  "%d+%d runs; per round %+.2f..%+.2f %%; spread without agent %.2f %%", rounds,
                  rounds, d.lo, d.hi, d.noise);
-        bench_summary(cpu ? "target slowdown, record at 100 Hz (target's CPU time)"
-                          : "target slowdown, record at 100 Hz (wall time)",
-                      value, "< 1 %", d.median / 1.0, note);
+        snprintf(figure, sizeof figure, "target slowdown, record at %ld Hz (%s)", rate,
+                 cpu ? "target's CPU time" : "wall time");
+        bench_summary(figure, value, "< 1 %", d.median / 1.0, note);
     }
 }
 
 int main(void)
 {
-    int rounds = (int)bench_env_long("BENCH_SLOWDOWN_ROUNDS", 4, 1, MAX_ROUNDS);
-    double work_seconds = bench_env_double("BENCH_WORK_SECONDS", 4, 0.1, 600);
+    int rounds = (int)bench_env_long("BENCH_SLOWDOWN_ROUNDS", 8, 1, MAX_ROUNDS);
+    double work_seconds = bench_env_double("BENCH_WORK_SECONDS", 2, 0.1, 600);
     long rate = bench_env_long("BENCH_RATE", 100, 1, 1000);
     const char *python = bench_default_python();
     struct cp_err err;
@@ -159,10 +161,10 @@ int main(void)
                 printf(" (agent: %llu samples, %llu errors)\n", run->rec.samples, run->rec.errors);
             fflush(stdout);
         }
-    if (!rc) report(without, with, rounds);
+    if (!rc) report(without, with, rounds, rate);
     if (rc) {
         fprintf(stderr, "bench_slowdown: %s\n", err.msg);
-        bench_summary("target slowdown, record at 100 Hz", "failed", "< 1 %", 0, err.msg);
+        bench_summary("target slowdown", "failed", "< 1 %", 0, err.msg);
     }
     unlink(out);
     rmdir(dir);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -259,6 +260,14 @@ static inline void bench_close(int *fd)
     *fd = -1;
 }
 
+/* In a child: die with the benchmark (a killed benchmark must not leave busy targets behind on a
+ * shared machine). */
+static inline void bench_die_with_parent(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127); /* it died before the prctl */
+}
+
 /* In the child: stdio from the pipes asked for; stdin and stdout from /dev/null otherwise, and
  * our own stderr, so a target's traceback is seen. */
 static inline void bench_child_stdio(int pipes, int fds[3][2])
@@ -278,9 +287,10 @@ static inline int bench_spawn(char *const argv[], int pipes, struct bench_child 
         if ((pipes & (1 << i)) && pipe2(fds[i], O_CLOEXEC) < 0) goto fail;
     fflush(NULL);
     what = "fork";
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0) goto fail;
     if (pid == 0) {
+        bench_die_with_parent(parent);
         bench_child_stdio(pipes, fds);
         execv(argv[0], argv);
         _exit(127);

@@ -45,7 +45,8 @@ def test_yaml_parses_and_daemonset_is_least_privilege():
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert sorted(sc["capabilities"]["add"]) == ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]
+    assert sorted(sc["capabilities"]["add"]) == [
+        "DAC_READ_SEARCH", "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]
     assert "limits" in pod["containers"][0]["resources"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["CONPROF_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
