@@ -11,6 +11,8 @@
  */
 #include "aggregate.h"
 
+#include "hash.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,34 +22,25 @@
 #define INITIAL_ARENA 4096u
 #define MAX_SLOTS (1u << 31)
 
-static const uint64_t K0 = 0x2d358dccaa6c78a5ull;
-static const uint64_t K1 = 0x8bb84b93962eacc9ull;
-static const uint64_t K2 = 0x4b33a62ed433d4a3ull;
-
-static inline uint64_t fold_mul(uint64_t a, uint64_t b)
-{
-    unsigned __int128 r = (unsigned __int128)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
 
 static inline uint32_t hash_ids(const uint32_t *ids, uint32_t n)
 {
-    uint64_t h = K0 ^ n;
+    uint64_t h = HASH_K0 ^ n;
     uint32_t i = 0;
     for (; i + 4 <= n; i += 4) {
         uint64_t lo, hi;
         memcpy(&lo, ids + i, 8);
         memcpy(&hi, ids + i + 2, 8);
-        h = fold_mul(lo ^ K1, hi ^ h);
+        h = hash_fold_mul(lo ^ HASH_K1, hi ^ h);
     }
     for (; i < n; i++)
-        h = fold_mul((uint64_t)ids[i] ^ K1, h ^ K2);
+        h = hash_fold_mul((uint64_t)ids[i] ^ HASH_K1, h ^ HASH_K2);
     return (uint32_t)(h ^ (h >> 32));
 }
 
 static inline uint32_t hash_frame(uint32_t name, uint32_t file, int32_t line)
 {
-    uint64_t h = fold_mul(((uint64_t)name << 32 | file) ^ K1, (uint64_t)(uint32_t)line ^ K2);
+    uint64_t h = hash_fold_mul(((uint64_t)name << 32 | file) ^ HASH_K1, (uint64_t)(uint32_t)line ^ HASH_K2);
     return (uint32_t)(h ^ (h >> 32));
 }
 

@@ -10,6 +10,8 @@
  */
 #include "strtab.h"
 
+#include "hash.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,28 +19,19 @@
 #define STRTAB_INITIAL_SLOTS 128u
 #define STRTAB_MAX_SLOTS (1u << 31)
 
-static const uint64_t K0 = 0x9e3779b97f4a7c15ull;
-static const uint64_t K1 = 0xd6e8feb86659fd93ull;
-static const uint64_t K2 = 0xa0761d6478bd642full;
-
-static inline uint64_t fold_mul(uint64_t a, uint64_t b)
-{
-    unsigned __int128 r = (unsigned __int128)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
 
 static uint64_t hash_bytes(const char *s, size_t len)
 {
-    uint64_t h = K0 ^ (uint64_t)len;
+    uint64_t h = HASH_K0 ^ (uint64_t)len;
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        h = fold_mul(w ^ K1, h ^ K2);
+        h = hash_fold_mul(w ^ HASH_K1, h ^ HASH_K2);
     }
     uint64_t tail = 0;
     memcpy(&tail, s + i, len - i);
-    return fold_mul(tail ^ K2, h ^ K1);
+    return hash_fold_mul(tail ^ HASH_K2, h ^ HASH_K1);
 }
 
 static int alloc_slots(struct strtab *st, uint32_t nslots)
