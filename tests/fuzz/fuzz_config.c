@@ -16,7 +16,7 @@
 
 static void check_config(const struct agent_config *c)
 {
-    if (c->rate_hz < 1 || c->rate_hz > 1000 || c->period_s < 10 || c->period_s > 3600 ||
+    if (c->rate_hz < 1 || c->rate_hz > 1000 || c->period_s < 1 || c->period_s > 3600 ||
         c->upload_timeout_s < 1 || c->upload_timeout_s > 300 || c->discovery_interval_s < 1 ||
         c->discovery_interval_s > 60 || c->spool.max_bytes < CONFIG_MIN_SPOOL_MAX_BYTES)
         abort();
