@@ -759,12 +759,17 @@ static int load_file(struct agent_config *c, const char *path, struct cp_err *er
 
 /* Reads the files the config names and the upload path needs now: the bearer token (rotated
  * tokens are picked up on reload) and the CA bundle (checked only). */
-static int load_secrets(struct agent_config *c, struct cp_err *err)
+static int load_secrets(struct agent_config *c, const struct config_args *args,
+                        const struct config_env *env, struct cp_err *err)
 {
     if (c->sink.type != SINK_HTTP) return 0;
     if (c->sink.bearer_token_file) {
         if (!(c->sink.bearer_token = config_read_token_file(c->sink.bearer_token_file, err))) {
-            cp_err_prefix(err, "config: sink.bearer_token_file");
+            /* name where the path came from: the flag, the variable, or the file's key */
+            cp_err_prefix(err, "%s", args && args->bearer_token_file ? "--bearer-token-file"
+                                     : env && env->bearer_token_file && env->bearer_token_file[0]
+                                         ? "CONPROF_BEARER_TOKEN_FILE"
+                                         : "config: sink.bearer_token_file");
             return -1;
         }
     }
@@ -1125,7 +1130,7 @@ int config_load(const struct config_args *args, const struct config_env *env,
                                           : NULL;
     if ((file && load_file(out, file, err) < 0) || apply_env(out, env, err) < 0 ||
         apply_flags(out, args, err) < 0 || cross_check(out, err) < 0 ||
-        load_secrets(out, err) < 0) {
+        load_secrets(out, args, env, err) < 0) {
         config_free(out);
         return -1;
     }

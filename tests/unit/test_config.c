@@ -591,8 +591,7 @@ static void test_secrets(void **state)
     char *http[] = {"run", "--sink-url", "https://x", "--bearer-token-file", path};
     /* leading blanks are part of nothing: only trailing ones are trimmed, so this one is bad */
     snprintf(expected, sizeof expected,
-             "config: sink.bearer_token_file: %s: the token holds characters other than visible "
-             "ASCII",
+             "--bearer-token-file: %s: the token holds characters other than visible ASCII",
              path);
     assert_string_equal(args_error(ARGC(http), http), expected);
     write_file("tok", "abc.def-ghi_jkl\n");
@@ -601,8 +600,7 @@ static void test_secrets(void **state)
     config_free(&c);
     write_file("tok", "abc\r\nX-Injected: 1\n");
     snprintf(expected, sizeof expected,
-             "config: sink.bearer_token_file: %s: the token holds characters other than visible "
-             "ASCII",
+             "--bearer-token-file: %s: the token holds characters other than visible ASCII",
              path);
     assert_string_equal(args_error(ARGC(http), http), expected);
     write_file("tok", "\n");
