@@ -21,12 +21,11 @@ struct run_state {
     struct selector_list old_selectors;
 };
 
-static int to_settings(struct agent_config *c, struct selector_list *sel,
-                       struct daemon_settings *s, struct cp_err *err)
+static int to_settings(struct agent_config *c, struct selector_list *sel, struct daemon_settings *s,
+                       struct cp_err *err)
 {
     memset(s, 0, sizeof *s);
-    if (selector_list_parse(c->selectors, "selectors", sel, err) < 0)
-        return -1;
+    if (selector_list_parse(c->selectors, "selectors", sel, err) < 0) return -1;
     s->rate_hz = c->rate_hz;
     s->period_s = c->period_s;
     s->upload_timeout_s = c->upload_timeout_s;
@@ -57,8 +56,7 @@ static int reload(void *ctx, struct daemon_settings *out, struct cp_err *err)
     struct run_state *st = ctx;
     struct agent_config next = {0};
     struct selector_list sel = {0};
-    if (config_load(&st->args, &st->env, &next, err) < 0)
-        return -1;
+    if (config_load(&st->args, &st->env, &next, err) < 0) return -1;
     if (to_settings(&next, &sel, out, err) < 0) {
         config_free(&next);
         return -1;

@@ -766,10 +766,11 @@ static int load_secrets(struct agent_config *c, const struct config_args *args,
     if (c->sink.bearer_token_file) {
         if (!(c->sink.bearer_token = config_read_token_file(c->sink.bearer_token_file, err))) {
             /* name where the path came from: the flag, the variable, or the file's key */
-            cp_err_prefix(err, "%s", args && args->bearer_token_file ? "--bearer-token-file"
-                                     : env && env->bearer_token_file && env->bearer_token_file[0]
-                                         ? "CONPROF_BEARER_TOKEN_FILE"
-                                         : "config: sink.bearer_token_file");
+            cp_err_prefix(err, "%s",
+                          args && args->bearer_token_file ? "--bearer-token-file"
+                          : env && env->bearer_token_file && env->bearer_token_file[0]
+                              ? "CONPROF_BEARER_TOKEN_FILE"
+                              : "config: sink.bearer_token_file");
             return -1;
         }
     }

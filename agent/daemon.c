@@ -63,15 +63,15 @@ struct wproc { /* a process assigned to a worker */
 struct wstate {
     bool used;
     char key[DISCOVERY_KEY_MAX];
-    pid_t pid;             /* 0 while waiting to restart */
+    pid_t pid; /* 0 while waiting to restart */
     int fd;
     struct worker_reader reader;
     pid_t ns_pid;
     struct wproc procs[MAX_PROCS_PER_WORKER];
     int nprocs;
     int restarts;
-    double restart_at;     /* monotonic seconds */
-    double flush_sent_at;  /* 0: no flush outstanding */
+    double restart_at;    /* monotonic seconds */
+    double flush_sent_at; /* 0: no flush outstanding */
     uint64_t samples, errors;
     char note[160];
 };
@@ -86,7 +86,7 @@ struct daemon {
     struct app apps[MAX_APPS];
     int sigfd;
     int64_t period;
-    double period_started;  /* monotonic */
+    double period_started;   /* monotonic */
     int64_t period_start_ns; /* realtime */
     double started;
     char host[256];
@@ -120,7 +120,8 @@ static int64_t real_now_ns(void)
     return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-static void note_error(struct daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_error(struct daemon *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void note_error(struct daemon *d, const char *fmt, ...)
 {
     va_list ap;
@@ -141,16 +142,14 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
     for (int i = 0; i < MAX_APPS; i++) {
         struct app *a = &d->apps[i];
         if (!a->used) {
-            if (free_slot < 0)
-                free_slot = i;
+            if (free_slot < 0) free_slot = i;
             continue;
         }
         if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name) &&
             !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment))
             return i;
     }
-    if (free_slot < 0)
-        return -1;
+    if (free_slot < 0) return -1;
     struct app *a = &d->apps[free_slot];
     memset(a, 0, sizeof *a);
     a->used = true;
@@ -169,15 +168,13 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
 static struct wstate *find_worker(struct daemon *d, const char *key)
 {
     for (int i = 0; i < MAX_WORKERS; i++)
-        if (d->workers[i].used && !strcmp(d->workers[i].key, key))
-            return &d->workers[i];
+        if (d->workers[i].used && !strcmp(d->workers[i].key, key)) return &d->workers[i];
     return NULL;
 }
 
 static int send_targets(struct daemon *d, struct wstate *w)
 {
-    if (!w->pid)
-        return 0;
+    if (!w->pid) return 0;
     json_t *list = json_array();
     for (int i = 0; i < w->nprocs; i++)
         json_array_append_new(list, json_pack("{s:i, s:I, s:i}", "pid", (int)w->procs[i].pid,
@@ -187,8 +184,7 @@ static int send_targets(struct daemon *d, struct wstate *w)
     struct cp_err err;
     int rc = worker_proto_send(w->fd, WP_TARGETS, msg, NULL, 0, &err);
     json_decref(msg);
-    if (rc < 0)
-        note_error(d, "worker %s: %s", w->key, err.msg);
+    if (rc < 0) note_error(d, "worker %s: %s", w->key, err.msg);
     return rc;
 }
 
@@ -217,8 +213,7 @@ static void stop_worker(struct wstate *w, bool kill_it)
     if (w->pid) {
         struct cp_err err;
         json_t *empty = json_object();
-        if (!kill_it)
-            worker_proto_send(w->fd, WP_STOP, empty, NULL, 0, &err);
+        if (!kill_it) worker_proto_send(w->fd, WP_STOP, empty, NULL, 0, &err);
         json_decref(empty);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
@@ -245,20 +240,17 @@ static void flush_workers(struct daemon *d);
  * last samples of a target that went away are not lost. */
 static void flush_one(struct daemon *d, struct wstate *w)
 {
-    if (!w->pid)
-        return;
+    if (!w->pid) return;
     json_t *msg = json_pack("{s:I}", "period", (json_int_t)d->period);
     struct cp_err err;
     int rc = worker_proto_send(w->fd, WP_FLUSH, msg, NULL, 0, &err);
     json_decref(msg);
-    if (rc < 0)
-        return;
+    if (rc < 0) return;
     w->flush_sent_at = mono_now();
     double deadline = mono_now() + DAEMON_GONE_FLUSH_MS / 1000.0;
     while (w->pid && w->flush_sent_at && mono_now() < deadline) {
         struct pollfd p = {.fd = w->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)((deadline - mono_now()) * 1000) + 1) > 0)
-            read_worker(d, w);
+        if (poll(&p, 1, (int)((deadline - mono_now()) * 1000) + 1) > 0) read_worker(d, w);
     }
 }
 
@@ -285,8 +277,7 @@ static void reconcile(struct daemon *d)
         struct wstate *w = find_worker(d, t->key);
         if (!w) {
             for (int k = 0; k < MAX_WORKERS && !w; k++)
-                if (!d->workers[k].used)
-                    w = &d->workers[k];
+                if (!d->workers[k].used) w = &d->workers[k];
             if (!w) {
                 note_error(d, "too many targets (%d): %s is not profiled", MAX_WORKERS, t->key);
                 continue;
@@ -306,22 +297,19 @@ static void reconcile(struct daemon *d)
             if (d->cfg.selectors.count && !selector_list_matches(&d->cfg.selectors, &subject))
                 continue; /* a process of the target the selectors do not want */
             int app = app_key(d, p);
-            if (app < 0)
-                continue;
+            if (app < 0) continue;
             struct wproc *old = NULL;
             for (int j = 0; j < w->nprocs; j++)
                 if (w->procs[j].pid == p->pid && w->procs[j].start_time == p->start_time)
                     old = &w->procs[j];
-            if (!old)
-                changed = true;
-            procs[np] = old ? *old
-                            : (struct wproc){.pid = p->pid, .start_time = p->start_time, .app = app};
+            if (!old) changed = true;
+            procs[np] =
+                old ? *old : (struct wproc){.pid = p->pid, .start_time = p->start_time, .app = app};
             np++;
         }
         memcpy(w->procs, procs, (size_t)np * sizeof *procs);
         w->nprocs = np;
-        if (np)
-            w->ns_pid = w->procs[0].pid;
+        if (np) w->ns_pid = w->procs[0].pid;
         if (!w->pid && w->restart_at <= mono_now())
             start_worker(d, w);
         else if (changed)
@@ -341,8 +329,7 @@ static void reconcile(struct daemon *d)
 
 static void set_label(struct profile_record *r, const char *key, const char *value)
 {
-    if (value && value[0])
-        profile_record_set_label(r, key, value);
+    if (value && value[0]) profile_record_set_label(r, key, value);
 }
 
 static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg *m)
@@ -356,8 +343,7 @@ static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg
     }
     struct app *a = &d->apps[key];
     const char *python = json_string_value(json_object_get(m->json, "python"));
-    if (python && python[0])
-        snprintf(a->python, sizeof a->python, "%s", python);
+    if (python && python[0]) snprintf(a->python, sizeof a->python, "%s", python);
     /* the worker's own clock tells the period; distrust what cannot be right */
     int64_t now = real_now_ns();
     int64_t from = json_integer_value(json_object_get(m->json, "from_ns"));
@@ -416,8 +402,7 @@ static void record_flushed(struct daemon *d, struct wstate *w, json_t *msg)
         json_int_t pid = json_integer_value(json_object_get(t, "pid"));
         for (int k = 0; k < w->nprocs; k++) {
             struct wproc *p = &w->procs[k];
-            if (p->pid != pid)
-                continue;
+            if (p->pid != pid) continue;
             const char *py = json_string_value(json_object_get(t, "python"));
             const char *error = json_string_value(json_object_get(t, "error"));
             snprintf(p->python, sizeof p->python, "%s", py ? py : "");
@@ -441,8 +426,7 @@ static void read_worker(struct daemon *d, struct wstate *w)
     struct cp_err err;
     for (;;) {
         ssize_t n = read(w->fd, chunk, sizeof chunk);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            break;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
         if (n <= 0) {
             worker_failed(d, w, "closed its channel");
             d->worker_crashes++;
@@ -462,8 +446,7 @@ static void read_worker(struct daemon *d, struct wstate *w)
             record_flushed(d, w, m.json);
         worker_msg_free(&m);
     }
-    if (rc < 0)
-        worker_failed(d, w, err.msg);
+    if (rc < 0) worker_failed(d, w, err.msg);
 }
 
 static void flush_workers(struct daemon *d)
@@ -472,8 +455,7 @@ static void flush_workers(struct daemon *d)
     for (int k = 0; k < MAX_WORKERS; k++) {
         struct wstate *w = &d->workers[k];
         struct cp_err err;
-        if (!w->used || !w->pid)
-            continue;
+        if (!w->used || !w->pid) continue;
         if (worker_proto_send(w->fd, WP_FLUSH, msg, NULL, 0, &err) < 0)
             worker_failed(d, w, err.msg);
         else
@@ -522,8 +504,7 @@ static void reload(struct daemon *d)
 {
     struct daemon_settings next;
     struct cp_err err;
-    if (!d->reload)
-        return;
+    if (!d->reload) return;
     if (d->reload(d->reload_ctx, &next, &err) < 0) {
         d->reloads_failed++;
         note_error(d, "config reload rejected, keeping the running one: %s", err.msg);
@@ -568,31 +549,25 @@ static void shutdown_flush(struct daemon *d)
                 owners[n++] = &d->workers[k];
             }
         double left = deadline - mono_now();
-        if (n == 0 || left <= 0)
-            break;
-        if (poll(fds, (nfds_t)n, (int)(left * 1000) + 1) <= 0)
-            continue;
+        if (n == 0 || left <= 0) break;
+        if (poll(fds, (nfds_t)n, (int)(left * 1000) + 1) <= 0) continue;
         for (int i = 0; i < n; i++)
-            if (fds[i].revents)
-                read_worker(d, owners[i]);
+            if (fds[i].revents) read_worker(d, owners[i]);
     }
     struct cp_err err;
     int left_ms = (int)((deadline - mono_now()) * 1000) + d->cfg.upload_timeout_s * 500;
     if (sink_flush(d->sink, left_ms > 0 ? left_ms : 1, &err) < 0)
         note_error(d, "flush: %s", err.msg);
     for (int k = 0; k < MAX_WORKERS; k++)
-        if (d->workers[k].used)
-            stop_worker(&d->workers[k], false);
+        if (d->workers[k].used) stop_worker(&d->workers[k], false);
 }
 
 /* ---- status and metrics ------------------------------------------------------------------ */
 
 static const char *proc_state(const struct wstate *w, const struct wproc *p)
 {
-    if (!w->pid)
-        return "restarting";
-    if (p->attached)
-        return "sampling";
+    if (!w->pid) return "restarting";
+    if (p->attached) return "sampling";
     return p->error[0] ? "failed" : "attaching";
 }
 
@@ -606,8 +581,7 @@ static json_t *render_status(void *ctx)
     unsigned running = 0;
     for (int k = 0; k < MAX_WORKERS; k++) {
         const struct wstate *w = &d->workers[k];
-        if (!w->used)
-            continue;
+        if (!w->used) continue;
         running += w->pid != 0;
         for (int i = 0; i < w->nprocs; i++) {
             const struct wproc *p = &w->procs[i];
@@ -617,17 +591,16 @@ static json_t *render_status(void *ctx)
                                   "application", a->name, "pid", (int)p->pid, "python", p->python,
                                   "samples", (json_int_t)p->samples, "errors",
                                   (json_int_t)p->errors, "state", proc_state(w, p));
-            if (p->error[0])
-                json_object_set_new(t, "error", json_string(p->error));
+            if (p->error[0]) json_object_set_new(t, "error", json_string(p->error));
             json_array_append_new(targets, t);
         }
     }
     json_t *errors = json_array();
     unsigned n = d->nerrors < 8 ? d->nerrors : 8;
     for (unsigned i = d->nerrors - n; i < d->nerrors; i++)
-        json_array_append_new(errors, json_pack("{s:I, s:s}", "time",
-                                                (json_int_t)d->errors[i % 8].time, "message",
-                                                d->errors[i % 8].message));
+        json_array_append_new(errors,
+                              json_pack("{s:I, s:s}", "time", (json_int_t)d->errors[i % 8].time,
+                                        "message", d->errors[i % 8].message));
     char sink[600];
     snprintf(sink, sizeof sink, "%s %s", d->cfg.sink.kind == SINK_HTTP ? "http" : "dir",
              d->cfg.sink.kind == SINK_HTTP ? d->cfg.sink.url : d->cfg.sink.dir);
@@ -659,8 +632,7 @@ static void fill_metrics(void *ctx, struct metrics_values *v)
     v->samples_total = d->samples;
     v->sample_errors_total = d->sample_errors;
     for (int k = 0; k < MAX_WORKERS; k++) {
-        if (!d->workers[k].used)
-            continue;
+        if (!d->workers[k].used) continue;
         v->targets++;
         v->processes += (uint64_t)d->workers[k].nprocs;
         v->workers += d->workers[k].pid != 0;
@@ -700,8 +672,7 @@ static int loop(struct daemon *d)
         }
         for (int k = 0; k < MAX_WORKERS; k++) {
             struct wstate *w = &d->workers[k];
-            if (w->used && !w->pid && w->restart_at && w->restart_at <= now)
-                start_worker(d, w);
+            if (w->used && !w->pid && w->restart_at && w->restart_at <= now) start_worker(d, w);
             if (w->used && w->pid && w->flush_sent_at &&
                 now - w->flush_sent_at > DAEMON_WORKER_TIMEOUT_S) {
                 d->worker_hangs++;
@@ -740,15 +711,11 @@ static int loop(struct daemon *d)
                           : d->period_started + d->cfg.period_s;
         int timeout = (int)((wake - mono_now()) * 1000) + 1;
         long sink_ms = sink_timeout_ms(d->sink);
-        if (sink_ms >= 0 && sink_ms < timeout)
-            timeout = (int)sink_ms;
-        if (timeout > 250)
-            timeout = 250; /* the sink's sockets are not in our set: poll it often */
-        if (timeout < 0)
-            timeout = 0;
+        if (sink_ms >= 0 && sink_ms < timeout) timeout = (int)sink_ms;
+        if (timeout > 250) timeout = 250; /* the sink's sockets are not in our set: poll it often */
+        if (timeout < 0) timeout = 0;
         if (poll(fds, (nfds_t)n, timeout) > 0) {
-            if (fds[0].revents && handle_signals(d))
-                d->stopping = true;
+            if (fds[0].revents && handle_signals(d)) d->stopping = true;
             struct cp_err serr;
             if (status_i >= 0 && fds[status_i].revents &&
                 status_server_handle(d->status, &serr) < 0)
@@ -757,12 +724,10 @@ static int loop(struct daemon *d)
                 metrics_server_handle(d->metrics, &serr) < 0)
                 note_error(d, "metrics: %s", serr.msg);
             for (int i = 1; i < n; i++)
-                if (fds[i].revents && owners[i] && owners[i]->pid)
-                    read_worker(d, owners[i]);
+                if (fds[i].revents && owners[i] && owners[i]->pid) read_worker(d, owners[i]);
         }
         struct cp_err err;
-        if (sink_poll(d->sink, 0, &err) < 0)
-            note_error(d, "sink: %s", err.msg);
+        if (sink_poll(d->sink, 0, &err) < 0) note_error(d, "sink: %s", err.msg);
     }
     shutdown_flush(d);
     return EXIT_OK;
@@ -810,16 +775,11 @@ int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_
     }
     rc = loop(d);
 out:
-    if (d->status)
-        status_server_close(d->status);
-    if (d->metrics)
-        metrics_server_close(d->metrics);
-    if (d->sink)
-        sink_close(d->sink);
-    if (d->disc)
-        discovery_free(d->disc);
-    if (d->sigfd >= 0)
-        close(d->sigfd);
+    if (d->status) status_server_close(d->status);
+    if (d->metrics) metrics_server_close(d->metrics);
+    if (d->sink) sink_close(d->sink);
+    if (d->disc) discovery_free(d->disc);
+    if (d->sigfd >= 0) close(d->sigfd);
     free(d);
     return rc;
 }

@@ -22,7 +22,6 @@
 #define INITIAL_ARENA 4096u
 #define MAX_SLOTS (1u << 31)
 
-
 static inline uint32_t hash_ids(const uint32_t *ids, uint32_t n)
 {
     uint64_t h = HASH_K0 ^ n;
@@ -40,7 +39,8 @@ static inline uint32_t hash_ids(const uint32_t *ids, uint32_t n)
 
 static inline uint32_t hash_frame(uint32_t name, uint32_t file, int32_t line)
 {
-    uint64_t h = hash_fold_mul(((uint64_t)name << 32 | file) ^ HASH_K1, (uint64_t)(uint32_t)line ^ HASH_K2);
+    uint64_t h =
+        hash_fold_mul(((uint64_t)name << 32 | file) ^ HASH_K1, (uint64_t)(uint32_t)line ^ HASH_K2);
     return (uint32_t)(h ^ (h >> 32));
 }
 

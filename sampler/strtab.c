@@ -19,7 +19,6 @@
 #define STRTAB_INITIAL_SLOTS 128u
 #define STRTAB_MAX_SLOTS (1u << 31)
 
-
 static uint64_t hash_bytes(const char *s, size_t len)
 {
     uint64_t h = HASH_K0 ^ (uint64_t)len;

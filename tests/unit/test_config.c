@@ -591,8 +591,7 @@ static void test_secrets(void **state)
     char *http[] = {"run", "--sink-url", "https://x", "--bearer-token-file", path};
     /* leading blanks are part of nothing: only trailing ones are trimmed, so this one is bad */
     snprintf(expected, sizeof expected,
-             "--bearer-token-file: %s: the token holds characters other than visible ASCII",
-             path);
+             "--bearer-token-file: %s: the token holds characters other than visible ASCII", path);
     assert_string_equal(args_error(ARGC(http), http), expected);
     write_file("tok", "abc.def-ghi_jkl\n");
     assert_string_equal(load(NULL, ARGC(http), http, NULL, &c), "");
@@ -600,18 +599,16 @@ static void test_secrets(void **state)
     config_free(&c);
     write_file("tok", "abc\r\nX-Injected: 1\n");
     snprintf(expected, sizeof expected,
-             "--bearer-token-file: %s: the token holds characters other than visible ASCII",
-             path);
+             "--bearer-token-file: %s: the token holds characters other than visible ASCII", path);
     assert_string_equal(args_error(ARGC(http), http), expected);
     write_file("tok", "\n");
-    snprintf(expected, sizeof expected,
-             "config: sink.bearer_token_file: %s: the token file is empty", path);
+    snprintf(expected, sizeof expected, "--bearer-token-file: %s: the token file is empty", path);
     assert_string_equal(args_error(ARGC(http), http), expected);
 
     struct config_env env = {.bearer_token_file = "/nonexistent/token"};
     char *url[] = {"run", "--sink-url", "https://x"};
     assert_string_equal(load(NULL, ARGC(url), url, &env, &c),
-                        "config: sink.bearer_token_file: cannot open /nonexistent/token: No such "
+                        "CONPROF_BEARER_TOKEN_FILE: cannot open /nonexistent/token: No such "
                         "file or directory");
     /* a directory sink never reads the token */
     char *dir[] = {"run"};
