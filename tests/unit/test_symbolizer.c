@@ -56,92 +56,98 @@ static void put_code(struct fake_memory *m, uint64_t name, uint64_t file, uint64
 /* 3.11+ location table: units 0-7 on the first line, units 8-15 three lines further. */
 static const uint8_t TABLE[] = {0x80 | (13 << 3) | 7, 0x00, 0x80 | (13 << 3) | 7, 0x06};
 
-static void test_names_lines_and_cache(void **state)
-{
-    (void)state;
-    struct fake_memory m = {0};
-    fake_region(&m, CODE, 512);
-    put_str(&m, 0x200000, "Outer.alpha");
-    put_str(&m, 0x210000, "/srv/app/a.py");
-    put_bytes(&m, 0x220000, TABLE, sizeof TABLE);
-    put_code(&m, 0x200000, 0x210000, 0x220000, 10);
-    struct memreader mem = fake_reader(&m);
+/* A fake target with room for a code object at CODE, and a symbolizer over it. */
+struct fixture {
+    struct fake_memory m;
+    struct memreader mem;
     struct agg agg;
     struct symbolizer s;
     struct cp_err err;
-    assert_int_equal(agg_init(&agg), 0);
-    assert_int_equal(symbolizer_init(&s, &mem, off312(), CODE_TYPE, &agg), 0);
-    uint32_t a = symbolizer_frame(&s, CODE, 4, &err);
+};
+
+static struct fixture *fixture_new(void)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    fake_region(&f->m, CODE, 512);
+    f->mem = fake_reader(&f->m);
+    assert_int_equal(agg_init(&f->agg), 0);
+    assert_int_equal(symbolizer_init(&f->s, &f->mem, off312(), CODE_TYPE, &f->agg), 0);
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    symbolizer_free(&f->s);
+    agg_free(&f->agg);
+    fake_memory_free(&f->m);
+    free(f);
+}
+
+static const char *frame_name(const struct fixture *f, uint32_t id)
+{
+    return strtab_get(&f->agg.strings, f->agg.frames[id].name);
+}
+
+static void test_names_lines_and_cache(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new();
+    put_str(&f->m, 0x200000, "Outer.alpha");
+    put_str(&f->m, 0x210000, "/srv/app/a.py");
+    put_bytes(&f->m, 0x220000, TABLE, sizeof TABLE);
+    put_code(&f->m, 0x200000, 0x210000, 0x220000, 10);
+    uint32_t a = symbolizer_frame(&f->s, CODE, 4, &f->err);
     assert_int_not_equal(a, 0);
-    assert_string_equal(strtab_get(&agg.strings, agg.frames[a].name), "Outer.alpha");
-    assert_string_equal(strtab_get(&agg.strings, agg.frames[a].file), "/srv/app/a.py");
-    assert_int_equal(agg.frames[a].line, 10);
-    uint32_t b = symbolizer_frame(&s, CODE, 20, &err); /* unit 10 */
-    assert_int_equal(agg.frames[b].line, 13);
-    assert_int_equal(symbolizer_frame(&s, CODE, -1, &err) ? 1 : 0, 1); /* not started: first line */
-    m.reads = 0;
-    assert_int_equal(symbolizer_frame(&s, CODE, 4, &err), a); /* a steady frame: no read */
-    assert_int_equal(m.reads, 0);
-    symbolizer_free(&s);
-    agg_free(&agg);
-    fake_memory_free(&m);
+    assert_string_equal(frame_name(f, a), "Outer.alpha");
+    assert_string_equal(strtab_get(&f->agg.strings, f->agg.frames[a].file), "/srv/app/a.py");
+    assert_int_equal(f->agg.frames[a].line, 10);
+    uint32_t b = symbolizer_frame(&f->s, CODE, 20, &f->err); /* unit 10 */
+    assert_int_equal(f->agg.frames[b].line, 13);
+    assert_int_not_equal(symbolizer_frame(&f->s, CODE, -1, &f->err), 0); /* not started */
+    f->m.reads = 0;
+    assert_int_equal(symbolizer_frame(&f->s, CODE, 4, &f->err), a); /* a steady frame: no read */
+    assert_int_equal(f->m.reads, 0);
+    fixture_free(f);
 }
 
 /* A code object freed and another allocated at its address is noticed at the next new offset. */
 static void test_replaced_code_object(void **state)
 {
     (void)state;
-    struct fake_memory m = {0};
-    fake_region(&m, CODE, 512);
-    put_str(&m, 0x200000, "<module>");
-    put_str(&m, 0x210000, "<string>");
-    put_bytes(&m, 0x220000, TABLE, sizeof TABLE);
-    put_str(&m, 0x230000, "replacement");
-    put_bytes(&m, 0x240000, TABLE, sizeof TABLE);
-    put_code(&m, 0x200000, 0x210000, 0x220000, 1);
-    struct memreader mem = fake_reader(&m);
-    struct agg agg;
-    struct symbolizer s;
-    struct cp_err err;
-    assert_int_equal(agg_init(&agg), 0);
-    assert_int_equal(symbolizer_init(&s, &mem, off312(), CODE_TYPE, &agg), 0);
-    uint32_t first = symbolizer_frame(&s, CODE, 2, &err);
-    assert_int_equal(agg.frames[first].line, 1);
-    put_code(&m, 0x230000, 0x210000, 0x240000, 40);
-    s.tick++;
-    uint32_t second = symbolizer_frame(&s, CODE, 18, &err);
-    assert_string_equal(strtab_get(&agg.strings, agg.frames[second].name), "replacement");
-    assert_int_equal(agg.frames[second].line, 43);
-    assert_int_equal(s.invalidations, 1);
+    struct fixture *f = fixture_new();
+    put_str(&f->m, 0x200000, "<module>");
+    put_str(&f->m, 0x210000, "<string>");
+    put_bytes(&f->m, 0x220000, TABLE, sizeof TABLE);
+    put_str(&f->m, 0x230000, "replacement");
+    put_bytes(&f->m, 0x240000, TABLE, sizeof TABLE);
+    put_code(&f->m, 0x200000, 0x210000, 0x220000, 1);
+    uint32_t first = symbolizer_frame(&f->s, CODE, 2, &f->err);
+    assert_int_equal(f->agg.frames[first].line, 1);
+    put_code(&f->m, 0x230000, 0x210000, 0x240000, 40);
+    f->s.tick++;
+    uint32_t second = symbolizer_frame(&f->s, CODE, 18, &f->err);
+    assert_string_equal(frame_name(f, second), "replacement");
+    assert_int_equal(f->agg.frames[second].line, 43);
+    assert_int_equal(f->s.invalidations, 1);
     /* the old (code, offset) pair is not served from the line cache either */
-    s.tick += SYMBOLIZER_RECHECK_TICKS;
-    uint32_t again = symbolizer_frame(&s, CODE, 2, &err);
-    assert_string_equal(strtab_get(&agg.strings, agg.frames[again].name), "replacement");
-    symbolizer_free(&s);
-    agg_free(&agg);
-    fake_memory_free(&m);
+    f->s.tick += SYMBOLIZER_RECHECK_TICKS;
+    uint32_t again = symbolizer_frame(&f->s, CODE, 2, &f->err);
+    assert_string_equal(frame_name(f, again), "replacement");
+    fixture_free(f);
 }
 
 static void test_not_a_code_object(void **state)
 {
     (void)state;
-    struct fake_memory m = {0};
-    fake_region(&m, CODE, 512);
-    put_str(&m, 0x200000, "x");
-    put_code(&m, 0x200000, 0x200000, 0x200000, 1);
-    fake_put_u64(&m, CODE + (uint64_t)off312()->object_type, 0x1234);
-    struct memreader mem = fake_reader(&m);
-    struct agg agg;
-    struct symbolizer s;
-    struct cp_err err;
-    assert_int_equal(agg_init(&agg), 0);
-    assert_int_equal(symbolizer_init(&s, &mem, off312(), CODE_TYPE, &agg), 0);
-    assert_int_equal(symbolizer_frame(&s, CODE, 0, &err), 0);
-    assert_int_equal(err.code, CP_ERR_INVALID);
-    assert_int_equal(symbolizer_frame(&s, 0xdead0000, 0, &err), 0); /* unmapped */
-    symbolizer_free(&s);
-    agg_free(&agg);
-    fake_memory_free(&m);
+    struct fixture *f = fixture_new();
+    put_str(&f->m, 0x200000, "x");
+    put_code(&f->m, 0x200000, 0x200000, 0x200000, 1);
+    fake_put_u64(&f->m, CODE + (uint64_t)off312()->object_type, 0x1234);
+    assert_int_equal(symbolizer_frame(&f->s, CODE, 0, &f->err), 0);
+    assert_int_equal(f->err.code, CP_ERR_INVALID);
+    assert_int_equal(symbolizer_frame(&f->s, 0xdead0000, 0, &f->err), 0); /* unmapped */
+    fixture_free(f);
 }
 
 int main(void)
