@@ -70,7 +70,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIB) $(AGENT_CORE_SRCS:%.c=$(BUILD)/%.o)
+$(BUILD)/bench/%: tests/bench/%.c $(LIB) $(AGENT_CORE_SRCS:%.c=$(BUILD)/%.o) $(wildcard tests/bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(AGENT_CORE_SRCS:%.c=$(BUILD)/%.o) $(LIB) $(LDLIBS)
 
