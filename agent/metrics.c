@@ -13,6 +13,8 @@
  */
 #include "metrics.h"
 
+#include "pollset.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -21,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,7 +30,6 @@
 #define ACCEPT_BATCH 32       /* connections accepted per handle call */
 #define ACCEPT_PAUSE_MS 1000  /* after EMFILE and friends */
 #define TAG_LISTEN 0
-#define TAG_TIMER 1
 #define TAG_CLIENT 2
 
 /* ---- address ---------------------------------------------------------------------------- */
@@ -320,9 +320,8 @@ struct conn {
 };
 
 struct metrics_server {
-    int epoll_fd;
+    struct pollset events; /* the fd the daemon polls */
     int listen_fd;
-    int timer_fd;
     int port;
     metrics_fill_fn *fill;
     void *ctx;
@@ -339,13 +338,12 @@ static int64_t now_ms(void)
 
 static int watch(struct metrics_server *s, int op, int fd, uint32_t events, uint64_t tag)
 {
-    struct epoll_event ev = {.events = events, .data.u64 = tag};
-    return epoll_ctl(s->epoll_fd, op, fd, &ev);
+    return pollset_watch(&s->events, op, fd, events, tag);
 }
 
 static void conn_close(struct metrics_server *s, struct conn *c)
 {
-    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(s->events.epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     buf_free(&c->reply);
     c->state = CONN_FREE;
@@ -573,22 +571,13 @@ static void arm_timer(struct metrics_server *s)
         const struct conn *c = &s->conns[i];
         if (c->state != CONN_FREE && (next == 0 || c->deadline_ms < next)) next = c->deadline_ms;
     }
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    if (next > 0) {
-        its.it_value.tv_sec = next / 1000;
-        its.it_value.tv_nsec = (long)(next % 1000) * 1000000 + 1;
-    }
-    timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    pollset_arm(&s->events, next);
 }
 
 int metrics_server_handle(struct metrics_server *s, struct cp_err *err)
 {
-    uint64_t expirations;
-    if (read(s->timer_fd, &expirations, sizeof expirations) < 0) { /* not due: fine */
-    }
     struct epoll_event evs[METRICS_MAX_CLIENTS + 2];
-    int n = epoll_wait(s->epoll_fd, evs, METRICS_MAX_CLIENTS + 2, 0);
+    int n = pollset_wait(&s->events, evs, METRICS_MAX_CLIENTS + 2);
     int rc = 0;
     for (int i = 0; i < n; i++) {
         uint64_t tag = evs[i].data.u64;
@@ -629,11 +618,8 @@ static int open_listener(struct metrics_server *s, const struct metrics_address 
 
 static int open_event_set(struct metrics_server *s, struct cp_err *err)
 {
-    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (s->epoll_fd < 0 || s->timer_fd < 0 ||
-        watch(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, TAG_LISTEN) < 0 ||
-        watch(s, EPOLL_CTL_ADD, s->timer_fd, EPOLLIN, TAG_TIMER) < 0) {
+    if (pollset_open(&s->events) < 0 ||
+        watch(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, TAG_LISTEN) < 0) {
         cp_err_set(err, CP_ERR_IO, "metrics: epoll: %s", strerror(errno));
         return -1;
     }
@@ -656,7 +642,7 @@ struct metrics_server *metrics_server_open(const char *listen_address, bool allo
         cp_err_set(err, CP_ERR_NOMEM, "metrics: out of memory");
         return NULL;
     }
-    s->epoll_fd = s->listen_fd = s->timer_fd = -1;
+    s->events.epoll_fd = s->events.timer_fd = s->listen_fd = -1;
     for (size_t i = 0; i < METRICS_MAX_CLIENTS; i++)
         s->conns[i].fd = -1;
     s->fill = fill;
@@ -670,7 +656,7 @@ struct metrics_server *metrics_server_open(const char *listen_address, bool allo
 
 int metrics_server_fd(const struct metrics_server *s)
 {
-    return s->epoll_fd;
+    return s->events.epoll_fd;
 }
 
 int metrics_server_port(const struct metrics_server *s)
@@ -683,8 +669,7 @@ void metrics_server_close(struct metrics_server *s)
     if (!s) return;
     for (size_t i = 0; i < METRICS_MAX_CLIENTS; i++)
         if (s->conns[i].state != CONN_FREE) conn_close(s, &s->conns[i]);
-    int fds[] = {s->epoll_fd, s->listen_fd, s->timer_fd};
-    for (size_t i = 0; i < 3; i++)
-        if (fds[i] >= 0) close(fds[i]);
+    pollset_close(&s->events);
+    if (s->listen_fd >= 0) close(s->listen_fd);
     free(s);
 }

@@ -14,6 +14,8 @@
  */
 #include "status.h"
 
+#include "pollset.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,14 +26,12 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define ACCEPT_BATCH 16
 #define ACCEPT_PAUSE_MS 1000
 #define TAG_LISTEN 0
-#define TAG_TIMER 1
 #define TAG_CLIENT 2
 
 struct client {
@@ -43,9 +43,8 @@ struct client {
 };
 
 struct status_server {
-    int epoll_fd;
+    struct pollset events; /* the fd the daemon polls */
     int listen_fd;
-    int timer_fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;
     ino_t ino;
@@ -151,13 +150,12 @@ static int bind_socket(struct status_server *s, struct cp_err *err)
 
 static int watch(struct status_server *s, int op, int fd, uint32_t events, uint64_t tag)
 {
-    struct epoll_event ev = {.events = events, .data.u64 = tag};
-    return epoll_ctl(s->epoll_fd, op, fd, &ev);
+    return pollset_watch(&s->events, op, fd, events, tag);
 }
 
 static void client_close(struct status_server *s, struct client *c)
 {
-    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(s->events.epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     free(c->data);
     memset(c, 0, sizeof *c);
@@ -288,22 +286,13 @@ static void expire_and_arm(struct status_server *s)
     }
     if (s->accept_paused_until && (next == 0 || s->accept_paused_until < next))
         next = s->accept_paused_until;
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    if (next > 0) {
-        its.it_value.tv_sec = next / 1000;
-        its.it_value.tv_nsec = (long)(next % 1000) * 1000000 + 1;
-    }
-    timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    pollset_arm(&s->events, next);
 }
 
 int status_server_handle(struct status_server *s, struct cp_err *err)
 {
-    uint64_t expirations;
-    if (read(s->timer_fd, &expirations, sizeof expirations) < 0) { /* not due: fine */
-    }
     struct epoll_event evs[STATUS_MAX_CLIENTS + 2];
-    int n = epoll_wait(s->epoll_fd, evs, STATUS_MAX_CLIENTS + 2, 0), rc = 0;
+    int n = pollset_wait(&s->events, evs, STATUS_MAX_CLIENTS + 2), rc = 0;
     for (int i = 0; i < n; i++) {
         uint64_t tag = evs[i].data.u64;
         if (tag == TAG_LISTEN && accept_clients(s, err) < 0) rc = -1;
@@ -329,7 +318,7 @@ struct status_server *status_server_open(const char *path, status_render_fn *ren
         cp_err_set(err, CP_ERR_NOMEM, "status socket: out of memory");
         return NULL;
     }
-    s->epoll_fd = s->listen_fd = s->timer_fd = -1;
+    s->events.epoll_fd = s->events.timer_fd = s->listen_fd = -1;
     for (size_t i = 0; i < STATUS_MAX_CLIENTS; i++)
         s->clients[i].fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -339,11 +328,8 @@ struct status_server *status_server_open(const char *path, status_render_fn *ren
         status_server_close(s);
         return NULL;
     }
-    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (s->epoll_fd < 0 || s->timer_fd < 0 ||
-        watch(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, TAG_LISTEN) < 0 ||
-        watch(s, EPOLL_CTL_ADD, s->timer_fd, EPOLLIN, TAG_TIMER) < 0) {
+    if (pollset_open(&s->events) < 0 ||
+        watch(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, TAG_LISTEN) < 0) {
         cp_err_set(err, CP_ERR_IO, "status socket: epoll: %s", strerror(errno));
         status_server_close(s);
         return NULL;
@@ -353,7 +339,7 @@ struct status_server *status_server_open(const char *path, status_render_fn *ren
 
 int status_server_fd(const struct status_server *s)
 {
-    return s->epoll_fd;
+    return s->events.epoll_fd;
 }
 
 void status_server_close(struct status_server *s)
@@ -364,9 +350,8 @@ void status_server_close(struct status_server *s)
     struct stat st;
     if (s->ino && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
         unlink(s->path);
-    int fds[] = {s->epoll_fd, s->listen_fd, s->timer_fd};
-    for (size_t i = 0; i < 3; i++)
-        if (fds[i] >= 0) close(fds[i]);
+    pollset_close(&s->events);
+    if (s->listen_fd >= 0) close(s->listen_fd);
     free(s);
 }
 
