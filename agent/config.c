@@ -954,6 +954,8 @@ static int selector_item(json_t *sel, const char *item, size_t len, const char *
     char key[SELECTOR_VALUE_MAX + 16];
     if ((size_t)(eq - item) >= sizeof key) return fail(err, origin, "", "key too long");
     snprintf(key, sizeof key, "%.*s", (int)(eq - item), item);
+    if (eq + 1 == item + len)
+        return fail(err, origin, "", "%s= has no value; leave %s out to match any value", key, key);
     json_t *value = json_stringn(eq + 1, len - (size_t)(eq - item) - 1);
     if (!value) return fail(err, origin, "", "expected UTF-8 text");
     json_t *target = sel;
@@ -1119,6 +1121,12 @@ static int apply_flags(struct agent_config *c, const struct config_args *a, stru
     if (a->sink_url) c->sink.type = SINK_HTTP;
     if (a->labels && apply_labels(c, a->labels, "--label", "", err) < 0) return -1;
     if (a->selectors && apply_selectors(c, a->selectors, "--selector", "", err) < 0) return -1;
+    /* CONPROF_BEARER_TOKEN_FILE may be set for every agent of a fleet; a flag is meant. */
+    if (a->bearer_token_file && c->sink.type != SINK_HTTP)
+        return fail(err, "--bearer-token-file", "",
+                    "only the HTTP sink sends a token, but the sink is the directory %s; add "
+                    "--sink-url to upload, or leave the flag out",
+                    c->sink.dir);
     return 0;
 }
 

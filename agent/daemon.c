@@ -37,6 +37,8 @@
 #define MAX_APPS 4096
 #define MAX_PROCS_PER_WORKER 256
 #define DAEMON_GONE_FLUSH_MS 2000
+#define WORKER_HEALTHY_S 60 /* a worker that ran this long has its restart backoff reset */
+#define BACKOFF_MAX_S 60
 
 struct app {
     char target_key[DISCOVERY_KEY_MAX];
@@ -48,6 +50,7 @@ struct app {
     char runtime[16];
     char python[24];
     bool used;
+    double last_used; /* monotonic; a slot unused for two periods is freed */
 };
 
 struct wproc { /* a process assigned to a worker */
@@ -69,8 +72,9 @@ struct wstate {
     pid_t ns_pid;
     struct wproc procs[MAX_PROCS_PER_WORKER];
     int nprocs;
-    int restarts;
-    double restart_at;    /* monotonic seconds */
+    int restarts;      /* since the last healthy stretch: the backoff exponent */
+    double started_at; /* monotonic seconds */
+    double restart_at;
     double flush_sent_at; /* 0: no flush outstanding */
     uint64_t samples, errors;
     char note[160];
@@ -146,8 +150,10 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
             continue;
         }
         if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name) &&
-            !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment))
+            !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment)) {
+            a->last_used = mono_now();
             return i;
+        }
     }
     if (free_slot < 0) return -1;
     struct app *a = &d->apps[free_slot];
@@ -160,7 +166,17 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
     snprintf(a->container_id, sizeof a->container_id, "%s", p->cgroup.container_id);
     snprintf(a->pod_uid, sizeof a->pod_uid, "%s", p->cgroup.pod_uid);
     snprintf(a->runtime, sizeof a->runtime, "%s", p->cgroup.runtime);
+    a->last_used = mono_now();
     return free_slot;
+}
+
+/* Frees the application slots no process has used for two periods: by then the worker has sent
+ * the last profile that could name them (a flush answers within DAEMON_WORKER_TIMEOUT_S). */
+static void free_stale_apps(struct daemon *d)
+{
+    double horizon = mono_now() - 2.0 * d->cfg.period_s - DAEMON_WORKER_TIMEOUT_S;
+    for (int i = 0; i < MAX_APPS; i++)
+        if (d->apps[i].used && d->apps[i].last_used < horizon) d->apps[i].used = false;
 }
 
 /* ---- workers ----------------------------------------------------------------------------- */
@@ -203,6 +219,7 @@ static void start_worker(struct daemon *d, struct wstate *w)
     }
     w->pid = pid;
     w->fd = fd;
+    w->started_at = mono_now();
     w->flush_sent_at = 0;
     worker_reader_free(&w->reader);
     send_targets(d, w);
@@ -223,14 +240,23 @@ static void stop_worker(struct wstate *w, bool kill_it)
     worker_reader_free(&w->reader);
 }
 
+/* The delay before restarting a worker that failed: 1, 2, 4 ... 60 s, from 1 s again once a
+ * worker has run WORKER_HEALTHY_S without failing. */
+static int next_backoff_s(struct wstate *w)
+{
+    if (w->started_at && mono_now() - w->started_at >= WORKER_HEALTHY_S) w->restarts = 0;
+    int delay = w->restarts < 6 ? 1 << w->restarts : BACKOFF_MAX_S;
+    w->restarts++;
+    return delay;
+}
+
 /* A worker died or hung: count it, schedule a restart with backoff. */
 static void worker_failed(struct daemon *d, struct wstate *w, const char *why)
 {
-    note_error(d, "worker of %s %s; restarting in %d s", w->key, why,
-               w->restarts < 6 ? 1 << w->restarts : 60);
+    int delay = next_backoff_s(w);
+    note_error(d, "worker of %s %s; restarting in %d s", w->key, why, delay);
     stop_worker(w, true);
-    w->restart_at = mono_now() + (w->restarts < 6 ? 1 << w->restarts : 60);
-    w->restarts++;
+    w->restart_at = mono_now() + delay;
 }
 
 static void read_worker(struct daemon *d, struct wstate *w);
@@ -315,6 +341,7 @@ static void reconcile(struct daemon *d)
         else if (changed)
             send_targets(d, w);
     }
+    free_stale_apps(d);
     for (int k = 0; k < MAX_WORKERS; k++) {
         struct wstate *w = &d->workers[k];
         if (w->used && !seen[k]) { /* the target is gone or no longer selected */
@@ -490,11 +517,11 @@ static void reap(struct daemon *d)
                 w->pid = 0; /* already reaped */
                 close(w->fd);
                 d->worker_crashes++;
-                note_error(d, "worker of %s exited (%s %d); restarting", w->key,
+                int delay = next_backoff_s(w);
+                note_error(d, "worker of %s exited (%s %d); restarting in %d s", w->key,
                            WIFSIGNALED(status) ? "signal" : "status",
-                           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-                w->restart_at = mono_now() + (w->restarts < 6 ? 1 << w->restarts : 60);
-                w->restarts++;
+                           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), delay);
+                w->restart_at = mono_now() + delay;
             }
         }
     }

@@ -292,6 +292,12 @@ static void test_labels_merge_selectors_replace(void **state)
     assert_string_equal(load(NULL, ARGC(all), all, NULL, &c), "");
     assert_int_equal(json_object_size(json_array_get(c.selectors, 0)), 0);
     config_free(&c);
+
+    /* but KEY= with nothing after it is a mistake, not "any" */
+    char *empty_value[] = {"run", "--selector", "environment=main,project="};
+    assert_string_equal(args_error(ARGC(empty_value), empty_value),
+                        "--selector 'environment=main,project=': project= has no value; leave "
+                        "project out to match any value");
 }
 
 static void test_sink_type_inferred(void **state)
@@ -615,6 +621,11 @@ static void test_secrets(void **state)
     assert_string_equal(load(NULL, 1, dir, &env, &c), "");
     assert_null(c.sink.bearer_token);
     config_free(&c);
+    /* ... but a token flag given with a directory sink is a mistake */
+    char *flag_dir[] = {"run", "--sink-dir", "/tmp/p", "--bearer-token-file", path};
+    assert_string_equal(load(NULL, ARGC(flag_dir), flag_dir, NULL, &c),
+                        "--bearer-token-file: only the HTTP sink sends a token, but the sink is "
+                        "the directory /tmp/p; add --sink-url to upload, or leave the flag out");
 
     snprintf(json, sizeof json,
              "{\"sink\": {\"url\": \"https://x\", \"ca_file\": \"%s/missing.pem\"}}", tmpdir);
