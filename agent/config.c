@@ -38,6 +38,7 @@ enum value_kind {
     V_PATH,      /* char *, a non-empty path */
     V_SOCKET,    /* char *, a socket path or "" */
     V_URL,       /* char *, http(s) URL */
+    V_WS_URL,    /* char *, ws(s) URL */
     V_LISTEN,    /* char *, HOST:PORT, "" -> NULL */
     V_LOG_LEVEL, /* enum config_log_level */
     V_SINK_TYPE, /* enum sink_kind */
@@ -87,6 +88,14 @@ static const struct key_spec KUBELET_KEYS[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
+static const struct key_spec CONSOLE_KEYS[] = {
+    {"url", V_WS_URL, AT(console.url), 0, 0, NULL, NULL},
+    {"token_file", V_PATH, AT(console.token_file), 0, 0, NULL, NULL},
+    {"ca_file", V_PATH, AT(console.ca_file), 0, 0, NULL, NULL},
+    {"state_file", V_PATH, AT(console.state_file), 0, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, NULL, NULL},
+};
+
 static const struct key_spec ROOT_KEYS[] = {
     {"rate_hz", V_INT, AT(rate_hz), 1, 1000, NULL, NULL},
     {"period_s", V_INT, AT(period_s), 1, 3600, NULL, NULL},
@@ -100,6 +109,7 @@ static const struct key_spec ROOT_KEYS[] = {
     {"metrics_listen", V_LISTEN, AT(metrics_listen), 0, 0, NULL, NULL},
     {"metrics_allow_remote", V_BOOL, AT(metrics_allow_remote), 0, 0, NULL, NULL},
     {"kubelet", V_OBJECT, 0, 0, 0, KUBELET_KEYS, NULL},
+    {"console", V_OBJECT, 0, 0, 0, CONSOLE_KEYS, NULL},
     {"log_level", V_LOG_LEVEL, AT(log_level), 0, 0, NULL, NULL},
     {"node_name", V_NODE, AT(node_name), 0, 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, NULL, NULL},
@@ -197,9 +207,14 @@ static bool is_path(const char *s, size_t len, size_t max)
     return len > 0 && len <= max && strlen(s) == len && !has_control_chars(s, len);
 }
 
-static bool is_url(const char *s, size_t len)
+/* An http(s):// URL, or with `websocket` a ws(s):// one, with a host and no blanks. */
+static bool is_url(const char *s, size_t len, bool websocket)
 {
-    size_t scheme = !strncasecmp(s, "https://", 8) ? 8 : !strncasecmp(s, "http://", 7) ? 7 : 0;
+    const char *secure = websocket ? "wss://" : "https://",
+               *plain = websocket ? "ws://" : "http://";
+    size_t scheme = !strncasecmp(s, secure, strlen(secure)) ? strlen(secure)
+                    : !strncasecmp(s, plain, strlen(plain)) ? strlen(plain)
+                                                            : 0;
     if (!scheme || len <= scheme || len > CONFIG_URL_MAX || strlen(s) != len) return false;
     if (s[scheme] == '/' || s[scheme] == '?' || s[scheme] == '#') return false; /* no host */
     for (size_t i = 0; i < len; i++)
@@ -276,6 +291,10 @@ static const char *expected_text(const struct key_spec *k, char *buf, size_t siz
         snprintf(buf, size, "an http:// or https:// URL of at most %d bytes without blanks",
                  CONFIG_URL_MAX);
         break;
+    case V_WS_URL:
+        snprintf(buf, size, "a wss:// (or ws://) URL of at most %d bytes without blanks",
+                 CONFIG_URL_MAX);
+        break;
     case V_LISTEN:
         snprintf(buf, size,
                  "HOST:PORT with a numeric IP address or localhost and a port from 1 to 65535 "
@@ -310,7 +329,8 @@ static int store_text(struct agent_config *c, const struct key_spec *k, const ch
         if (len > 0 && !is_path(s, len, STATUS_SOCKET_PATH_MAX)) return 0;
         break;
     case V_URL:
-        if (!is_url(s, len)) return 0;
+    case V_WS_URL:
+        if (!is_url(s, len, k->kind == V_WS_URL)) return 0;
         break;
     case V_LISTEN:
         if (len == 0) return store_string(c, k->offset, NULL) < 0 ? -1 : 1;
@@ -416,6 +436,7 @@ static int check_sink_object(struct agent_config *c, const json_t *obj, const ch
                              const char *path, struct cp_err *err)
 {
     static const char *const HTTP_ONLY[] = {"url", "bearer_token_file", "ca_file"};
+    c->sink.named = json_object_size(obj) > 0;
     if (!json_object_get(obj, "type"))
         c->sink.type = json_object_get(obj, "url") ? SINK_HTTP : SINK_DIR;
     char child[PATH_TEXT];
@@ -601,10 +622,12 @@ static int config_defaults(struct agent_config *c)
     c->kubelet.url = strdup(CONFIG_DEFAULT_KUBELET_URL);
     c->kubelet.token_file = strdup(CONFIG_DEFAULT_KUBELET_TOKEN_FILE);
     c->kubelet.ca_file = strdup(CONFIG_DEFAULT_KUBELET_CA_FILE);
+    c->console.state_file = strdup(CONFIG_DEFAULT_CONTROL_STATE);
     c->selectors = json_array();
     c->labels = json_object();
     if (c->sink.dir && c->spool.dir && c->status_socket && c->kubelet.url &&
-        c->kubelet.token_file && c->kubelet.ca_file && c->selectors && c->labels)
+        c->kubelet.token_file && c->kubelet.ca_file && c->console.state_file && c->selectors &&
+        c->labels)
         return 0;
     config_free(c);
     return -1;
@@ -616,6 +639,11 @@ static int cross_check(struct agent_config *c, struct cp_err *err)
         return fail(err, "config", "sink.url",
                     "required when sink.type is \"http\" (set it in the config file, with "
                     "--sink-url or with CONPROF_SINK_URL)");
+    if (c->console.url && !c->console.token_file)
+        return fail(err, "config", "console.token_file",
+                    "required with console.url: the console only talks to agents with a token "
+                    "(create one with `conprof-console token create --name NODE`, then set "
+                    "--console-token-file or CONPROF_CONSOLE_TOKEN_FILE)");
     if (c->metrics_listen && !c->metrics_allow_remote) {
         struct metrics_address addr;
         if (metrics_parse_address(c->metrics_listen, &addr, err) < 0) return -1;
@@ -757,11 +785,24 @@ static int load_file(struct agent_config *c, const char *path, struct cp_err *er
     return r;
 }
 
+static bool set(const char *s)
+{
+    return s && s[0];
+}
+
 /* Reads the files the config names and the upload path needs now: the bearer token (rotated
  * tokens are picked up on reload) and the CA bundle (checked only). */
 static int load_secrets(struct agent_config *c, const struct config_args *args,
                         const struct config_env *env, struct cp_err *err)
 {
+    if (c->console.url && c->console.token_file &&
+        !(c->console.token = config_read_token_file(c->console.token_file, err))) {
+        cp_err_prefix(err, "%s",
+                      args && args->console_token_file      ? "--console-token-file"
+                      : env && set(env->console_token_file) ? "CONPROF_CONSOLE_TOKEN_FILE"
+                                                            : "config: console.token_file");
+        return -1;
+    }
     if (c->sink.type != SINK_HTTP) return 0;
     if (c->sink.bearer_token_file) {
         if (!(c->sink.bearer_token = config_read_token_file(c->sink.bearer_token_file, err))) {
@@ -794,6 +835,8 @@ void config_env_from_process(struct config_env *env)
     env->bearer_token_file = getenv("CONPROF_BEARER_TOKEN_FILE");
     env->node_name = getenv("CONPROF_NODE_NAME");
     env->log_level = getenv("CONPROF_LOG_LEVEL");
+    env->console_url = getenv("CONPROF_CONSOLE_URL");
+    env->console_token_file = getenv("CONPROF_CONSOLE_TOKEN_FILE");
 }
 
 static const struct key_spec *key_at(const char *path)
@@ -872,6 +915,15 @@ static const struct flag_spec FLAGS[] = {
     {"selector", F_SELECTOR, 0, "selectors", "K=V,...",
      "profile only matching processes (repeatable; replaces the file's selectors); keys: "
      "project, environment, application, container_id, k8s_namespace, k8s_labels.NAME"},
+    {"console", F_VALUE, ARG(console_url), "console.url", "URL",
+     "take start/stop commands from a conprof-console, e.g. wss://console:8080/agent/v1 (env "
+     "CONPROF_CONSOLE_URL)"},
+    {"console-token-file", F_VALUE, ARG(console_token_file), "console.token_file", "FILE",
+     "the agent token for --console (env CONPROF_CONSOLE_TOKEN_FILE)"},
+    {"console-ca-file", F_VALUE, ARG(console_ca_file), "console.ca_file", "FILE",
+     "CA bundle that signs the console's certificate (default: the system store)"},
+    {"control-state", F_VALUE, ARG(control_state), "console.state_file", "FILE",
+     "where sessions and leases survive restarts (default " CONFIG_DEFAULT_CONTROL_STATE ")"},
     {"node-name", F_VALUE, ARG(node_name), "node_name", "NAME",
      "the host label (default: the host name; env CONPROF_NODE_NAME)"},
     {"log-level", F_VALUE, ARG(log_level), "log_level", "LEVEL",
@@ -1082,11 +1134,6 @@ void config_args_free(struct config_args *args)
 
 /* ---- loading -------------------------------------------------------------------------- */
 
-static bool set(const char *s)
-{
-    return s && s[0];
-}
-
 static int apply_env(struct agent_config *c, const struct config_env *env, struct cp_err *err)
 {
     const struct {
@@ -1095,12 +1142,15 @@ static int apply_env(struct agent_config *c, const struct config_env *env, struc
         {env->sink_url, "sink.url", "CONPROF_SINK_URL"},
         {env->bearer_token_file, "sink.bearer_token_file", "CONPROF_BEARER_TOKEN_FILE"},
         {env->node_name, "node_name", "CONPROF_NODE_NAME"},
+        {env->console_url, "console.url", "CONPROF_CONSOLE_URL"},
+        {env->console_token_file, "console.token_file", "CONPROF_CONSOLE_TOKEN_FILE"},
         {env->log_level, "log_level", "CONPROF_LOG_LEVEL"},
     };
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (set(vars[i].value) && apply_text(c, vars[i].path, vars[i].value, vars[i].name, err) < 0)
             return -1;
     if (set(env->sink_url)) c->sink.type = SINK_HTTP;
+    if (set(env->sink_url)) c->sink.named = true;
     return 0;
 }
 
@@ -1119,6 +1169,7 @@ static int apply_flags(struct agent_config *c, const struct config_args *a, stru
     }
     if (a->sink_dir) c->sink.type = SINK_DIR;
     if (a->sink_url) c->sink.type = SINK_HTTP;
+    if (a->sink_dir || a->sink_url) c->sink.named = true;
     if (a->labels && apply_labels(c, a->labels, "--label", "", err) < 0) return -1;
     if (a->selectors && apply_selectors(c, a->selectors, "--selector", "", err) < 0) return -1;
     /* CONPROF_BEARER_TOKEN_FILE may be set for every agent of a fleet; a flag is meant. */
@@ -1170,6 +1221,11 @@ void config_free(struct agent_config *c)
                         &c->kubelet.url,
                         &c->kubelet.token_file,
                         &c->kubelet.ca_file,
+                        &c->console.url,
+                        &c->console.token_file,
+                        &c->console.ca_file,
+                        &c->console.state_file,
+                        &c->console.token,
                         &c->node_name};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);

@@ -55,6 +55,7 @@
 #define CONFIG_DEFAULT_STATUS_SOCKET "/run/conprof/agent.sock"
 #define CONFIG_DEFAULT_KUBELET_URL "https://127.0.0.1:10250"
 #define CONFIG_DEFAULT_KUBELET_TOKEN_FILE "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#define CONFIG_DEFAULT_CONTROL_STATE "/var/lib/conprof/control-state.json"
 #define CONFIG_DEFAULT_KUBELET_CA_FILE "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 enum config_log_level {
@@ -77,6 +78,8 @@ struct agent_config {
         char *bearer_token_file; /* NULL: no Authorization header */
         char *ca_file;           /* NULL: the system CA store */
         char *bearer_token; /* the file's contents, read by config_load(); NULL without a file */
+        bool named;         /* set by the file, env or flags (not the default): with a console,
+                               an unnamed sink means the console's own ingest */
     } sink;
     struct {
         char *dir;
@@ -93,17 +96,26 @@ struct agent_config {
         char *token_file;
         char *ca_file;
     } kubelet;
+    struct {
+        char *url;        /* ws:// or wss://; NULL: no console, the config alone decides */
+        char *token_file; /* the agent token; required with url */
+        char *ca_file;    /* NULL: the system CA store */
+        char *state_file; /* sessions and leases (control_state.h) */
+        char *token;      /* the token file's contents, read by config_load() */
+    } console;
     enum config_log_level log_level;
     char *node_name; /* NULL: the host name */
 };
 
 /* The environment variables the agent reads; NULL or "" means unset. */
 struct config_env {
-    const char *config;            /* CONPROF_CONFIG */
-    const char *sink_url;          /* CONPROF_SINK_URL */
-    const char *bearer_token_file; /* CONPROF_BEARER_TOKEN_FILE */
-    const char *node_name;         /* CONPROF_NODE_NAME */
-    const char *log_level;         /* CONPROF_LOG_LEVEL */
+    const char *config;             /* CONPROF_CONFIG */
+    const char *sink_url;           /* CONPROF_SINK_URL */
+    const char *bearer_token_file;  /* CONPROF_BEARER_TOKEN_FILE */
+    const char *node_name;          /* CONPROF_NODE_NAME */
+    const char *log_level;          /* CONPROF_LOG_LEVEL */
+    const char *console_url;        /* CONPROF_CONSOLE_URL */
+    const char *console_token_file; /* CONPROF_CONSOLE_TOKEN_FILE */
 };
 
 /* The flags of `conprof-agent run`, each checked by config_args_parse() but merged only by
@@ -126,6 +138,10 @@ struct config_args {
     bool metrics_allow_remote;
     const char *node_name;
     const char *log_level;
+    const char *console_url;
+    const char *console_token_file;
+    const char *console_ca_file;
+    const char *control_state;
     json_t *labels;    /* --label: object, NULL when none */
     json_t *selectors; /* --selector: array of objects, NULL when none */
 };

@@ -335,7 +335,7 @@ static const struct rejection FILE_REJECTIONS[] = {
     {"{\"typo\": 1}",
      "typo: unknown key (expected one of rate_hz, period_s, upload_timeout_s, "
      "discovery_interval_s, sink, spool, selectors, labels, status_socket, metrics_listen, "
-     "metrics_allow_remote, kubelet, log_level, node_name)"},
+     "metrics_allow_remote, kubelet, console, log_level, node_name)"},
     {"{\"sink\": {\"kind\": \"dir\"}}",
      "sink.kind: unknown key (expected one of type, dir, url, bearer_token_file, ca_file)"},
     {"{\"spool\": {\"size\": 1}}", "spool.size: unknown key (expected one of dir, max_bytes)"},
@@ -588,6 +588,48 @@ static void test_env_rejections(void **state)
     config_free(&c);
 }
 
+/* The control channel: a ws(s) URL, a token file that is read, the state file's default, and
+ * whether a sink was named (an unnamed one means the console's ingest). */
+static void test_console(void **state)
+{
+    (void)state;
+    struct agent_config c;
+    char token[200];
+    snprintf(token, sizeof token, "%s", write_file("console-token", "cpa_abc\n"));
+    char *argv[] = {"run", "--console", "wss://console.example:8443/agent/v1",
+                    "--console-token-file", token};
+    assert_string_equal(load(NULL, ARGC(argv), argv, NULL, &c), "");
+    assert_string_equal(c.console.url, "wss://console.example:8443/agent/v1");
+    assert_string_equal(c.console.token, "cpa_abc");
+    assert_string_equal(c.console.state_file, "/var/lib/conprof/control-state.json");
+    assert_false(c.sink.named);
+    config_free(&c);
+
+    char *named[] = {
+        "run",        "--console", "ws://127.0.0.1:1/agent/v1", "--console-token-file", token,
+        "--sink-dir", "/tmp/p"};
+    assert_string_equal(load(NULL, ARGC(named), named, NULL, &c), "");
+    assert_true(c.sink.named);
+    config_free(&c);
+
+    char *http[] = {"run", "--console", "https://console/agent/v1", "--console-token-file", token};
+    assert_string_equal(args_error(ARGC(http), http),
+                        "--console: expected a wss:// (or ws://) URL of at most 2048 bytes "
+                        "without blanks, got \"https://console/agent/v1\"");
+    char *no_token[] = {"run", "--console", "wss://console/agent/v1"};
+    assert_string_equal(
+        args_error(ARGC(no_token), no_token),
+        "config: console.token_file: required with console.url: the console only talks to "
+        "agents with a token (create one with `conprof-console token create --name NODE`, then "
+        "set --console-token-file or CONPROF_CONSOLE_TOKEN_FILE)");
+    struct config_env env = {.console_url = "wss://c/agent/v1",
+                             .console_token_file = "/nonexistent/token"};
+    char *none[] = {"run"};
+    assert_string_equal(load(NULL, 1, none, &env, &c),
+                        "CONPROF_CONSOLE_TOKEN_FILE: cannot open /nonexistent/token: No such file "
+                        "or directory");
+}
+
 static void test_secrets(void **state)
 {
     (void)state;
@@ -680,7 +722,7 @@ static void test_parse_text_and_file_only(void **state)
     assert_string_equal(err.msg, "config inline: x: unknown key (expected one of rate_hz, "
                                  "period_s, upload_timeout_s, discovery_interval_s, sink, spool, "
                                  "selectors, labels, status_socket, metrics_listen, "
-                                 "metrics_allow_remote, kubelet, log_level, node_name)");
+                                 "metrics_allow_remote, kubelet, console, log_level, node_name)");
     /* config_load_file: the file only, even when the env would be needed to complete it */
     write_file("agent.json", "{\"sink\": {\"type\": \"http\"}, \"status_socket\": \"/s.sock\"}");
     assert_int_equal(config_load_file(cfgpath, &c, &err), 0);
@@ -762,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_flag_rejections),
         cmocka_unit_test(test_env_rejections),
         cmocka_unit_test(test_secrets),
+        cmocka_unit_test(test_console),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_parse_text_and_file_only),
         cmocka_unit_test(test_help),
