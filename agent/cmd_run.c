@@ -38,6 +38,20 @@ static int to_settings(struct agent_config *c, struct selector_list *sel, struct
     s->sink.url = c->sink.url;
     s->sink.bearer_token = c->sink.bearer_token;
     s->sink.ca_file = c->sink.ca_file;
+    if (c->console.url && !c->sink.named) { /* the console's own ingest, with the agent token */
+        s->sink.kind = SINK_HTTP;
+        s->sink.url = c->console.ingest_url;
+        s->sink.bearer_token = c->console.token;
+        s->sink.ca_file = c->console.ca_file;
+    }
+    s->kubelet.enabled = c->kubelet.enabled;
+    s->kubelet.url = c->kubelet.url;
+    s->kubelet.token_file = c->kubelet.token_file;
+    s->kubelet.ca_file = c->kubelet.ca_file;
+    s->console.url = c->console.url;
+    s->console.token = c->console.token;
+    s->console.ca_file = c->console.ca_file;
+    s->console.state_file = c->console.state_file;
     s->sink.upload_timeout_ms = c->upload_timeout_s * 1000;
     s->sink.spool_dir = c->spool.dir;
     s->sink.spool_max_bytes = c->spool.max_bytes;

@@ -790,6 +790,21 @@ static bool set(const char *s)
     return s && s[0];
 }
 
+/* The console's HTTP base for uploads: ws://H/agent/v1 -> http://H, wss://H/... -> https://H. */
+static int derive_console_ingest(struct agent_config *c, struct cp_err *err)
+{
+    if (!c->console.url) return 0;
+    bool secure = !strncasecmp(c->console.url, "wss://", 6);
+    const char *host = c->console.url + (secure ? 6 : 5);
+    size_t host_len = strcspn(host, "/?#");
+    if (asprintf(&c->console.ingest_url, "%s://%.*s", secure ? "https" : "http", (int)host_len,
+                 host) < 0) {
+        c->console.ingest_url = NULL;
+        return fail_nomem(err, "console.url");
+    }
+    return 0;
+}
+
 /* Reads the files the config names and the upload path needs now: the bearer token (rotated
  * tokens are picked up on reload) and the CA bundle (checked only). */
 static int load_secrets(struct agent_config *c, const struct config_args *args,
@@ -1190,7 +1205,7 @@ int config_load(const struct config_args *args, const struct config_env *env,
                                           : NULL;
     if ((file && load_file(out, file, err) < 0) || apply_env(out, env, err) < 0 ||
         apply_flags(out, args, err) < 0 || cross_check(out, err) < 0 ||
-        load_secrets(out, args, env, err) < 0) {
+        derive_console_ingest(out, err) < 0 || load_secrets(out, args, env, err) < 0) {
         config_free(out);
         return -1;
     }
@@ -1226,6 +1241,7 @@ void config_free(struct agent_config *c)
                         &c->console.ca_file,
                         &c->console.state_file,
                         &c->console.token,
+                        &c->console.ingest_url,
                         &c->node_name};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);

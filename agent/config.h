@@ -102,6 +102,7 @@ struct agent_config {
         char *ca_file;    /* NULL: the system CA store */
         char *state_file; /* sessions and leases (control_state.h) */
         char *token;      /* the token file's contents, read by config_load() */
+        char *ingest_url; /* derived by config_load(): http(s)://HOST[:PORT] of url */
     } console;
     enum config_log_level log_level;
     char *node_name; /* NULL: the host name */

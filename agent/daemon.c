@@ -13,8 +13,10 @@
  */
 #include "daemon.h"
 
+#include "agent_channel.h"
 #include "cli.h"
 #include "discovery.h"
+#include "kubelet.h"
 #include "metrics.h"
 #include "procfs.h"
 #include "status.h"
@@ -49,8 +51,24 @@ struct app {
     char pod_uid[CGROUP_POD_UID_MAX + 1];
     char runtime[16];
     char python[24];
+    char pod_name[KUBELET_STRING_MAX + 1]; /* from the kubelet, "" when unknown */
+    char k8s_namespace[KUBELET_STRING_MAX + 1];
+    char container_name[KUBELET_STRING_MAX + 1];
     bool used;
-    double last_used; /* monotonic; a slot unused for two periods is freed */
+    double last_used;                  /* monotonic; a slot unused for two periods is freed */
+    char session_id[PROTO_ID_MAX + 1]; /* the console session that selected it; "" without one */
+    json_t *session_labels;            /* that session's labels when it was last seen (owned) */
+};
+
+/* A console session in force, as the daemon matches processes against it (copied from the
+ * link's table, which commands change under our feet). */
+struct session_match {
+    char id[PROTO_ID_MAX + 1];
+    char project[PROTO_NAME_MAX + 1];
+    char environment[PROTO_NAME_MAX + 1];
+    int period_s;
+    json_t *labels; /* owned */
+    struct selector selector;
 };
 
 struct wproc { /* a process assigned to a worker */
@@ -108,6 +126,11 @@ struct daemon {
     struct metrics_server *metrics;
     time_t started_wall;
     bool stopping;
+    struct kubelet_client *kubelet; /* NULL unless enabled */
+    struct agent_channel *link;     /* NULL without a console */
+    uint64_t link_generation;
+    struct session_match sessions[CONTROL_STATE_SESSIONS_MAX];
+    size_t nsessions;
 };
 
 static double mono_now(void)
@@ -138,10 +161,29 @@ static void note_error(struct daemon *d, const char *fmt, ...)
     cli_error("%s", d->last_error);
 }
 
+static int period_s(const struct daemon *d);
+
 /* ---- applications ------------------------------------------------------------------------ */
 
-static int app_key(struct daemon *d, const struct discovery_process *p)
+static void app_release(struct app *a)
 {
+    json_decref(a->session_labels);
+    memset(a, 0, sizeof *a);
+}
+
+/* The kubelet may learn of a pod after its processes were first seen. */
+static void app_set_pod(struct app *a, const struct kubelet_match *pod)
+{
+    if (!pod) return;
+    snprintf(a->pod_name, sizeof a->pod_name, "%s", pod->pod_name);
+    snprintf(a->k8s_namespace, sizeof a->k8s_namespace, "%s", pod->k8s_namespace);
+    snprintf(a->container_name, sizeof a->container_name, "%s", pod->container_name);
+}
+
+static int app_key(struct daemon *d, const struct discovery_process *p,
+                   const struct session_match *session, const struct kubelet_match *pod)
+{
+    const char *session_id = session ? session->id : "";
     int free_slot = -1;
     for (int i = 0; i < MAX_APPS; i++) {
         struct app *a = &d->apps[i];
@@ -150,15 +192,23 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
             continue;
         }
         if (!strcmp(a->target_key, p->target_key) && !strcmp(a->name, p->app_name) &&
-            !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment)) {
+            !strcmp(a->project, p->env.project) && !strcmp(a->environment, p->env.environment) &&
+            !strcmp(a->session_id, session_id)) {
             a->last_used = mono_now();
+            app_set_pod(a, pod);
+            if (session && a->session_labels != session->labels) {
+                json_decref(a->session_labels);
+                a->session_labels = json_incref(session->labels);
+            }
             return i;
         }
     }
     if (free_slot < 0) return -1;
     struct app *a = &d->apps[free_slot];
-    memset(a, 0, sizeof *a);
+    app_release(a);
     a->used = true;
+    snprintf(a->session_id, sizeof a->session_id, "%s", session_id);
+    if (session) a->session_labels = json_incref(session->labels);
     snprintf(a->target_key, sizeof a->target_key, "%s", p->target_key);
     snprintf(a->name, sizeof a->name, "%s", p->app_name);
     snprintf(a->project, sizeof a->project, "%s", p->env.project);
@@ -166,6 +216,7 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
     snprintf(a->container_id, sizeof a->container_id, "%s", p->cgroup.container_id);
     snprintf(a->pod_uid, sizeof a->pod_uid, "%s", p->cgroup.pod_uid);
     snprintf(a->runtime, sizeof a->runtime, "%s", p->cgroup.runtime);
+    app_set_pod(a, pod);
     a->last_used = mono_now();
     return free_slot;
 }
@@ -174,9 +225,9 @@ static int app_key(struct daemon *d, const struct discovery_process *p)
  * the last profile that could name them (a flush answers within DAEMON_WORKER_TIMEOUT_S). */
 static void free_stale_apps(struct daemon *d)
 {
-    double horizon = mono_now() - 2.0 * d->cfg.period_s - DAEMON_WORKER_TIMEOUT_S;
+    double horizon = mono_now() - 2.0 * period_s(d) - DAEMON_WORKER_TIMEOUT_S;
     for (int i = 0; i < MAX_APPS; i++)
-        if (d->apps[i].used && d->apps[i].last_used < horizon) d->apps[i].used = false;
+        if (d->apps[i].used && d->apps[i].last_used < horizon) app_release(&d->apps[i]);
 }
 
 /* ---- workers ----------------------------------------------------------------------------- */
@@ -282,6 +333,165 @@ static void flush_one(struct daemon *d, struct wstate *w)
 
 /* ---- discovery -> workers ---------------------------------------------------------------- */
 
+/* ---- console sessions ---------------------------------------------------------------------- */
+
+static void sessions_clear(struct daemon *d)
+{
+    for (size_t i = 0; i < d->nsessions; i++) {
+        json_decref(d->sessions[i].labels);
+        selector_free(&d->sessions[i].selector);
+    }
+    d->nsessions = 0;
+}
+
+/* Copies the link's sessions in force (running, lease not over) into d->sessions. */
+static void sessions_refresh(struct daemon *d)
+{
+    sessions_clear(d);
+    if (!d->link) return;
+    const struct control_session *active[CONTROL_STATE_SESSIONS_MAX];
+    size_t n =
+        agent_channel_sessions(d->link, (int64_t)time(NULL), active, CONTROL_STATE_SESSIONS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        struct session_match *m = &d->sessions[d->nsessions];
+        struct cp_err err;
+        memset(m, 0, sizeof *m);
+        if (selector_parse(active[i]->selector, "selector", &m->selector, &err) < 0) {
+            note_error(d, "session %s: %s", active[i]->session_id, err.msg);
+            continue;
+        }
+        snprintf(m->id, sizeof m->id, "%s", active[i]->session_id);
+        snprintf(m->project, sizeof m->project, "%s", active[i]->project);
+        snprintf(m->environment, sizeof m->environment, "%s", active[i]->environment);
+        m->period_s = active[i]->period;
+        m->labels = json_incref(active[i]->labels);
+        d->nsessions++;
+    }
+}
+
+/* The period in force: the shortest of the console sessions', else the config's. */
+static int period_s(const struct daemon *d)
+{
+    int p = 0;
+    for (size_t i = 0; i < d->nsessions; i++)
+        if (d->sessions[i].period_s > 0 && (!p || d->sessions[i].period_s < p))
+            p = d->sessions[i].period_s;
+    return p ? p : d->cfg.period_s;
+}
+
+/* Whether a process is profiled. Without a console: when the config's selectors (if any) match.
+ * With one: when a session in force matches, and the config's selectors (if any) too: they are
+ * this node's allowlist. *session is the first matching session (NULL without a console). */
+static bool process_wanted(const struct daemon *d, const struct selector_subject *subject,
+                           const struct session_match **session)
+{
+    *session = NULL;
+    if (d->cfg.selectors.count && !selector_list_matches(&d->cfg.selectors, subject)) return false;
+    if (!d->link) return true;
+    for (size_t i = 0; i < d->nsessions; i++)
+        if (selector_matches(&d->sessions[i].selector, subject)) {
+            *session = &d->sessions[i];
+            return true;
+        }
+    return false;
+}
+
+/* ---- discovery -> workers ---------------------------------------------------------------- */
+
+#define LINK_TARGETS_MAX 512 /* processes reported to the console */
+
+static const char *known_python(const struct daemon *d, pid_t pid)
+{
+    for (int k = 0; k < MAX_WORKERS; k++)
+        for (int i = 0; d->workers[k].used && i < d->workers[k].nprocs; i++)
+            if (d->workers[k].procs[i].pid == pid) return d->workers[k].procs[i].python;
+    return "";
+}
+
+/* The Python processes of this node as the console's TARGET objects (PROTOCOL.md). */
+static json_t *targets_json(const struct daemon *d, const struct discovery_target *targets,
+                            size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < targets[i].proc_count; k++) {
+            if (json_array_size(list) >= LINK_TARGETS_MAX) return list;
+            const struct discovery_process *p = targets[i].procs[k];
+            json_t *t = json_pack("{s:i, s:s}", "pid", (int)p->pid, "application", p->app_name);
+            const char *optional[][2] = {{"container_id", p->cgroup.container_id},
+                                         {"pod_uid", p->cgroup.pod_uid},
+                                         {"project", p->env.project},
+                                         {"environment", p->env.environment},
+                                         {"python", known_python(d, p->pid)}};
+            for (size_t j = 0; j < sizeof optional / sizeof optional[0]; j++)
+                if (optional[j][1][0])
+                    json_object_set_new(t, optional[j][0], json_string(optional[j][1]));
+            json_array_append_new(list, t);
+        }
+    return list;
+}
+
+/* The pod of a process from the kubelet's list; asks for a fresh list when a container's pod is
+ * not in it yet (a pod started since the last refresh). */
+static bool pod_of(struct daemon *d, const struct discovery_process *p, struct kubelet_match *out)
+{
+    if (!d->kubelet || (!p->cgroup.pod_uid[0] && !p->cgroup.container_id[0])) return false;
+    if (kubelet_pods_find(kubelet_client_pods(d->kubelet), p->cgroup.pod_uid,
+                          p->cgroup.container_id, out))
+        return true;
+    kubelet_client_refresh_now(d->kubelet);
+    return false;
+}
+
+static struct wstate *worker_for(struct daemon *d, const char *key)
+{
+    struct wstate *w = find_worker(d, key);
+    for (int k = 0; k < MAX_WORKERS && !w; k++)
+        if (!d->workers[k].used) {
+            w = &d->workers[k];
+            memset(w, 0, sizeof *w);
+            w->used = true;
+            snprintf(w->key, sizeof w->key, "%s", key);
+        }
+    if (!w) note_error(d, "too many targets (%d): %s is not profiled", MAX_WORKERS, key);
+    return w;
+}
+
+/* The processes of target t that are wanted, as the worker's list (counters of known ones kept).
+ * Returns how many; *changed when the list differs from the worker's. */
+static int wanted_procs(struct daemon *d, const struct discovery_target *t, const struct wstate *w,
+                        struct wproc *procs, bool *changed)
+{
+    int np = 0;
+    *changed = !w || w->nprocs == 0;
+    for (size_t k = 0; k < t->proc_count && np < MAX_PROCS_PER_WORKER; k++) {
+        const struct discovery_process *p = t->procs[k];
+        struct selector_subject subject;
+        const struct session_match *session;
+        struct kubelet_match pod;
+        bool pod_known = pod_of(d, p, &pod);
+        discovery_subject(p, &subject);
+        if (pod_known) {
+            subject.k8s_namespace = pod.k8s_namespace;
+            subject.k8s_labels = pod.labels;
+        }
+        if (!process_wanted(d, &subject, &session)) continue;
+        int app = app_key(d, p, session, pod_known ? &pod : NULL);
+        if (app < 0) continue;
+        const struct wproc *old = NULL;
+        for (int j = 0; w && j < w->nprocs; j++)
+            if (w->procs[j].pid == p->pid && w->procs[j].start_time == p->start_time)
+                old = &w->procs[j];
+        if (!old || old->app != app) *changed = true;
+        procs[np] =
+            old ? *old : (struct wproc){.pid = p->pid, .start_time = p->start_time, .app = app};
+        procs[np].app = app;
+        np++;
+    }
+    if (w && np != w->nprocs) *changed = true;
+    return np;
+}
+
 static void reconcile(struct daemon *d)
 {
     struct cp_err err;
@@ -296,46 +506,19 @@ static void reconcile(struct daemon *d)
     size_t n;
     const struct discovery_target *targets = discovery_targets(d->disc, &n);
     bool seen[MAX_WORKERS] = {false};
+    if (d->link) sessions_refresh(d);
     for (size_t i = 0; i < n; i++) {
         const struct discovery_target *t = &targets[i];
-        if (d->cfg.selectors.count && !discovery_target_matches(t, &d->cfg.selectors, NULL, NULL))
-            continue;
-        struct wstate *w = find_worker(d, t->key);
-        if (!w) {
-            for (int k = 0; k < MAX_WORKERS && !w; k++)
-                if (!d->workers[k].used) w = &d->workers[k];
-            if (!w) {
-                note_error(d, "too many targets (%d): %s is not profiled", MAX_WORKERS, t->key);
-                continue;
-            }
-            memset(w, 0, sizeof *w);
-            w->used = true;
-            snprintf(w->key, sizeof w->key, "%s", t->key);
-        }
-        seen[w - d->workers] = true;
-        bool changed = w->nprocs != (int)t->proc_count;
-        int np = 0;
         struct wproc procs[MAX_PROCS_PER_WORKER];
-        for (size_t k = 0; k < t->proc_count && np < MAX_PROCS_PER_WORKER; k++) {
-            const struct discovery_process *p = t->procs[k];
-            struct selector_subject subject;
-            discovery_subject(p, &subject);
-            if (d->cfg.selectors.count && !selector_list_matches(&d->cfg.selectors, &subject))
-                continue; /* a process of the target the selectors do not want */
-            int app = app_key(d, p);
-            if (app < 0) continue;
-            struct wproc *old = NULL;
-            for (int j = 0; j < w->nprocs; j++)
-                if (w->procs[j].pid == p->pid && w->procs[j].start_time == p->start_time)
-                    old = &w->procs[j];
-            if (!old) changed = true;
-            procs[np] =
-                old ? *old : (struct wproc){.pid = p->pid, .start_time = p->start_time, .app = app};
-            np++;
-        }
+        bool changed;
+        int np = wanted_procs(d, t, find_worker(d, t->key), procs, &changed);
+        if (np == 0) continue; /* nothing of it is selected: no worker */
+        struct wstate *w = worker_for(d, t->key);
+        if (!w) continue;
+        seen[w - d->workers] = true;
         memcpy(w->procs, procs, (size_t)np * sizeof *procs);
         w->nprocs = np;
-        if (np) w->ns_pid = w->procs[0].pid;
+        w->ns_pid = w->procs[0].pid;
         if (!w->pid && w->restart_at <= mono_now())
             start_worker(d, w);
         else if (changed)
@@ -350,6 +533,7 @@ static void reconcile(struct daemon *d)
             w->used = false;
         }
     }
+    if (d->link) agent_channel_set_targets(d->link, targets_json(d, targets, n));
 }
 
 /* ---- periods and profiles ---------------------------------------------------------------- */
@@ -390,12 +574,17 @@ static void submit_profile(struct daemon *d, struct wstate *w, struct worker_msg
     json_t *v;
     json_object_foreach(d->cfg.labels, key_s, v) if (json_is_string(v))
         set_label(&r, key_s, json_string_value(v));
+    json_object_foreach(a->session_labels, key_s, v) if (json_is_string(v))
+        set_label(&r, key_s, json_string_value(v));
     set_label(&r, "application_name", a->name);
     set_label(&r, "project_id", a->project);
     set_label(&r, "environment", a->environment);
     set_label(&r, "container_id", a->container_id);
     set_label(&r, "pod_uid", a->pod_uid);
     set_label(&r, "container_runtime", a->runtime);
+    set_label(&r, "pod_name", a->pod_name);
+    set_label(&r, "namespace", a->k8s_namespace);
+    set_label(&r, "container_name", a->container_name);
     set_label(&r, "runtime", "cpython");
     set_label(&r, "runtime_version", a->python);
     set_label(&r, "runtime_os", "linux");
@@ -631,12 +820,12 @@ static json_t *render_status(void *ctx)
     char sink[600];
     snprintf(sink, sizeof sink, "%s %s", d->cfg.sink.kind == SINK_HTTP ? "http" : "dir",
              d->cfg.sink.kind == SINK_HTTP ? d->cfg.sink.url : d->cfg.sink.dir);
-    return json_pack(
+    json_t *doc = json_pack(
         "{s:s, s:i, s:s, s:I, s:I, s:{s:s?, s:i, s:i, s:s}, s:o, s:{s:i, s:I, s:I}, s:I, s:I, "
         "s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o}",
         "version", CONPROF_VERSION, "pid", (int)getpid(), "node", d->host, "started_at",
         (json_int_t)d->started_wall, "uptime_s", (json_int_t)(mono_now() - d->started), "config",
-        "file", d->cfg.config_file, "rate_hz", d->cfg.rate_hz, "period_s", d->cfg.period_s, "sink",
+        "file", d->cfg.config_file, "rate_hz", d->cfg.rate_hz, "period_s", period_s(d), "sink",
         sink, "targets", targets, "workers", "running", (int)running, "crashes",
         (json_int_t)d->worker_crashes, "hangs", (json_int_t)d->worker_hangs, "samples",
         (json_int_t)d->samples, "sample_errors", (json_int_t)d->sample_errors, "profiles",
@@ -646,6 +835,17 @@ static json_t *render_status(void *ctx)
         (json_int_t)ss.queued, "inflight", (json_int_t)ss.inflight, "spool_files",
         (json_int_t)ss.spool_files, "spool_bytes", (json_int_t)ss.spool_bytes, "last_errors",
         errors);
+    if (doc && d->link)
+        json_object_set_new(doc, "console", agent_channel_status_json(d->link, time(NULL)));
+    if (doc && d->kubelet) {
+        const struct kubelet_client_stats *ks = kubelet_client_stats(d->kubelet);
+        json_object_set_new(doc, "kubelet",
+                            json_pack("{s:I, s:I, s:I, s:s}", "refreshes",
+                                      (json_int_t)ks->refreshes, "failures",
+                                      (json_int_t)ks->failures, "pods", (json_int_t)ks->pods,
+                                      "last_error", ks->last_error));
+    }
+    return doc;
 }
 
 static void fill_metrics(void *ctx, struct metrics_values *v)
@@ -684,6 +884,33 @@ static void fill_metrics(void *ctx, struct metrics_values *v)
     v->config_reloads_failed_total = d->reloads_failed;
 }
 
+/* ---- the console link ---------------------------------------------------------------------- */
+
+/* Moves the link on (non-blocking) and expires leases; true when the sessions changed. */
+static bool link_changed(struct daemon *d)
+{
+    agent_channel_service(d->link);
+    agent_channel_tick(d->link, (int64_t)time(NULL));
+    uint64_t generation = agent_channel_generation(d->link);
+    if (generation == d->link_generation) return false;
+    d->link_generation = generation;
+    return true;
+}
+
+/* The counters the console's status heartbeat carries. */
+static void link_report(struct daemon *d)
+{
+    struct sink_stats ss;
+    sink_get_stats(d->sink, &ss);
+    struct agent_channel_counters c = {.samples = d->samples,
+                                       .sample_errors = d->sample_errors,
+                                       .uploads_sent = ss.sent,
+                                       .uploads_failed = ss.failed,
+                                       .uploads_spooled = ss.spooled,
+                                       .uploads_evicted = ss.evicted};
+    agent_channel_set_counters(d->link, &c);
+}
+
 /* ---- the loop ---------------------------------------------------------------------------- */
 
 static int loop(struct daemon *d)
@@ -693,6 +920,8 @@ static int loop(struct daemon *d)
     d->period_start_ns = real_now_ns();
     while (!d->stopping) {
         double now = mono_now();
+        if (d->link && link_changed(d)) next_scan = now; /* a command: act on it at once */
+        if (d->kubelet && kubelet_client_poll(d->kubelet) == 1) next_scan = now; /* new pods */
         if (now >= next_scan) {
             reconcile(d);
             next_scan = now + d->cfg.discovery_interval_s;
@@ -706,10 +935,12 @@ static int loop(struct daemon *d)
                 worker_failed(d, w, "did not answer a flush (hung)");
             }
         }
-        if (now - d->period_started >= d->cfg.period_s) {
+        int period = period_s(d);
+        if (now - d->period_started >= period) {
             flush_workers(d);
             d->period++;
-            d->period_started += d->cfg.period_s;
+            d->period_started =
+                now - d->period_started >= 2 * period ? now : d->period_started + period;
             d->period_start_ns = real_now_ns();
         }
         struct pollfd fds[MAX_WORKERS + 3];
@@ -733,9 +964,8 @@ static int loop(struct daemon *d)
                 fds[n] = (struct pollfd){.fd = d->workers[k].fd, .events = POLLIN};
                 owners[n++] = &d->workers[k];
             }
-        double wake = next_scan < d->period_started + d->cfg.period_s
-                          ? next_scan
-                          : d->period_started + d->cfg.period_s;
+        double wake =
+            next_scan < d->period_started + period ? next_scan : d->period_started + period;
         int timeout = (int)((wake - mono_now()) * 1000) + 1;
         long sink_ms = sink_timeout_ms(d->sink);
         if (sink_ms >= 0 && sink_ms < timeout) timeout = (int)sink_ms;
@@ -755,6 +985,7 @@ static int loop(struct daemon *d)
         }
         struct cp_err err;
         if (sink_poll(d->sink, 0, &err) < 0) note_error(d, "sink: %s", err.msg);
+        if (d->link) link_report(d);
     }
     shutdown_flush(d);
     return EXIT_OK;
@@ -800,8 +1031,30 @@ int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_
         cli_error("metrics: %s", err.msg);
         goto out;
     }
+    if (d->cfg.kubelet.enabled &&
+        !(d->kubelet = kubelet_client_open(d->cfg.kubelet.url, d->cfg.kubelet.token_file,
+                                           d->cfg.kubelet.ca_file,
+                                           (long)d->cfg.upload_timeout_s * 1000, &err)))
+        note_error(d, "kubelet lookup off: %s", err.msg);
+    if (d->cfg.console.url) {
+        struct agent_channel_options lo = {.url = d->cfg.console.url,
+                                           .token = d->cfg.console.token,
+                                           .ca_file = d->cfg.console.ca_file,
+                                           .state_file = d->cfg.console.state_file,
+                                           .node = d->host,
+                                           .agent_version = CONPROF_VERSION};
+        if (!(d->link = agent_channel_open(&lo, &err))) {
+            cli_error("console: %s", err.msg);
+            goto out;
+        }
+    }
     rc = loop(d);
 out:
+    if (d->link) agent_channel_close(d->link);
+    if (d->kubelet) kubelet_client_close(d->kubelet);
+    sessions_clear(d);
+    for (int i = 0; i < MAX_APPS; i++)
+        app_release(&d->apps[i]);
     if (d->status) status_server_close(d->status);
     if (d->metrics) metrics_server_close(d->metrics);
     if (d->sink) sink_close(d->sink);

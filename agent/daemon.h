@@ -33,9 +33,21 @@ struct daemon_settings {
     const char *status_socket;      /* NULL or "": none */
     const char *metrics_listen;     /* NULL or "": none */
     bool metrics_allow_remote;
-    const char *config_file;        /* for the status page; NULL: none */
-    const char *node_name;          /* the host label; NULL: gethostname() */
-    bool enter_mntns;               /* workers setns into containers (needs CAP_SYS_ADMIN) */
+    const char *config_file; /* for the status page; NULL: none */
+    const char *node_name;   /* the host label; NULL: gethostname() */
+    bool enter_mntns;        /* workers setns into containers (needs CAP_SYS_ADMIN) */
+    struct { /* optional pod metadata from the kubelet (kubelet.h); strings borrowed */
+        bool enabled;
+        const char *url;
+        const char *token_file;
+        const char *ca_file;
+    } kubelet;
+    struct { /* the control channel (control/agent_channel.h); url NULL: none */
+        const char *url;
+        const char *token;
+        const char *ca_file;
+        const char *state_file;
+    } console;
 };
 
 /* Loads settings again on SIGHUP; returns 0 with *out filled, or -1 with err (old kept). */

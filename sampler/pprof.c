@@ -11,16 +11,15 @@
  * Sample lists them leaf first, which is the aggregate's order already. One Mapping (id 1,
  * "python", flagged as having functions, file names and line numbers) owns every Location: it
  * tells pprof the profile is already symbolized (no "Main binary filename not available" and no
- * attempt to symbolize). Compression is one zlib gzip stream (windowBits 15 + 16).
+ * attempt to symbolize). Compression is one zlib gzip stream (windowBits 15 + 16). The wire
+ * writers and the gzip wrapper are shared with the console's merged profiles (pbwire.h).
  */
 #include "profile_writers.h"
 
-#include <limits.h>
+#include "pbwire.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-
-enum { PB_VARINT = 0, PB_LEN = 2 };
 
 /* Profile field numbers (profile.proto). */
 enum {
@@ -37,13 +36,6 @@ enum {
     F_COMMENT = 13,
 };
 
-#define SMALL_MSG_MAX 96 /* a Function: five fields of at most 11 bytes each */
-
-struct small_msg {
-    uint8_t b[SMALL_MSG_MAX];
-    size_t n;
-};
-
 struct function_key {
     uint32_t name, file; /* aggregate string ids */
 };
@@ -58,68 +50,6 @@ struct pprof_builder {
     uint32_t *func_slots; /* (name, file) hash -> Function id, 0 = empty */
     uint32_t func_nslots;
 };
-
-static inline size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static inline uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-static inline uint8_t tag(unsigned field, unsigned wire)
-{
-    return (uint8_t)(field << 3 | wire);
-}
-
-/* Appends a varint field to a small message; proto3 leaves zero values out. */
-static void small_varint_field(struct small_msg *m, unsigned field, uint64_t v)
-{
-    if (v == 0) return;
-    m->b[m->n++] = tag(field, PB_VARINT);
-    m->n = (size_t)(put_varint(m->b + m->n, v) - m->b);
-}
-
-static void small_nested_field(struct small_msg *m, unsigned field, const struct small_msg *sub)
-{
-    m->b[m->n++] = tag(field, PB_LEN);
-    m->n = (size_t)(put_varint(m->b + m->n, sub->n) - m->b);
-    memcpy(m->b + m->n, sub->b, sub->n);
-    m->n += sub->n;
-}
-
-static int emit_len_field(struct buf *out, unsigned field, const void *data, size_t len)
-{
-    uint8_t head[11];
-    head[0] = tag(field, PB_LEN);
-    size_t n = (size_t)(put_varint(head + 1, len) - head);
-    return buf_append(out, head, n) || buf_append(out, data, len) ? -1 : 0;
-}
-
-static int emit_varint_field(struct buf *out, unsigned field, uint64_t v)
-{
-    if (v == 0) return 0;
-    uint8_t b[11];
-    b[0] = tag(field, PB_VARINT);
-    return buf_append(out, b, (size_t)(put_varint(b + 1, v) - b));
-}
-
-static int emit_small(struct buf *out, unsigned field, const struct small_msg *m)
-{
-    return emit_len_field(out, field, m->b, m->n);
-}
 
 /* --- pass 1 and 2: used frames, functions, strings --- */
 
@@ -210,10 +140,10 @@ static void free_builder(struct pprof_builder *pb)
 static int emit_value_type(struct pprof_builder *pb, struct buf *out, unsigned field,
                            const char *type, const char *unit)
 {
-    struct small_msg m = {.n = 0};
-    small_varint_field(&m, 1, out_string(pb, type));
-    small_varint_field(&m, 2, out_string(pb, unit));
-    return emit_small(out, field, &m);
+    struct pb_small_msg m = {.n = 0};
+    pb_small_varint_field(&m, 1, out_string(pb, type));
+    pb_small_varint_field(&m, 2, out_string(pb, unit));
+    return pb_emit_small(out, field, &m);
 }
 
 static int emit_sample(struct buf *out, const struct agg *a, const struct agg_stack *s)
@@ -221,23 +151,24 @@ static int emit_sample(struct buf *out, const struct agg *a, const struct agg_st
     const uint32_t *ids = agg_stack_frames(a, s);
     size_t locs_len = 0;
     for (uint32_t d = 0; d < s->depth; d++)
-        locs_len += varint_size(ids[d]);
+        locs_len += pb_varint_size(ids[d]);
     uint64_t values[3] = {s->samples, (uint64_t)s->wall_ns, (uint64_t)s->cpu_ns};
-    size_t values_len = varint_size(values[0]) + varint_size(values[1]) + varint_size(values[2]);
+    size_t values_len =
+        pb_varint_size(values[0]) + pb_varint_size(values[1]) + pb_varint_size(values[2]);
     size_t msg_len =
-        1 + varint_size(locs_len) + locs_len + 1 + varint_size(values_len) + values_len;
-    if (buf_reserve(out, 1 + varint_size(msg_len) + msg_len) < 0) return -1;
+        1 + pb_varint_size(locs_len) + locs_len + 1 + pb_varint_size(values_len) + values_len;
+    if (buf_reserve(out, 1 + pb_varint_size(msg_len) + msg_len) < 0) return -1;
     uint8_t *p = (uint8_t *)out->data + out->len;
-    *p++ = tag(F_SAMPLE, PB_LEN);
-    p = put_varint(p, msg_len);
-    *p++ = tag(1, PB_LEN); /* location_id, packed */
-    p = put_varint(p, locs_len);
+    *p++ = pb_tag(F_SAMPLE, PB_LEN);
+    p = pb_put_varint(p, msg_len);
+    *p++ = pb_tag(1, PB_LEN); /* location_id, packed */
+    p = pb_put_varint(p, locs_len);
     for (uint32_t d = 0; d < s->depth; d++)
-        p = put_varint(p, ids[d]);
-    *p++ = tag(2, PB_LEN); /* value, packed */
-    p = put_varint(p, values_len);
+        p = pb_put_varint(p, ids[d]);
+    *p++ = pb_tag(2, PB_LEN); /* value, packed */
+    p = pb_put_varint(p, values_len);
     for (int i = 0; i < 3; i++)
-        p = put_varint(p, values[i]);
+        p = pb_put_varint(p, values[i]);
     out->len = (size_t)(p - (uint8_t *)out->data);
     out->data[out->len] = '\0';
     return 0;
@@ -248,25 +179,25 @@ static int emit_locations(struct pprof_builder *pb, struct buf *out)
     const struct agg *a = pb->a;
     for (uint32_t id = 1; id <= a->nframes; id++) {
         if (!pb->func_of_frame[id]) continue;
-        struct small_msg line = {.n = 0}, loc = {.n = 0};
-        small_varint_field(&line, 1, pb->func_of_frame[id]);
-        small_varint_field(&line, 2, (uint64_t)(int64_t)a->frames[id].line);
-        small_varint_field(&loc, 1, id);
-        small_varint_field(&loc, 2, 1); /* mapping_id */
-        small_nested_field(&loc, 4, &line);
-        if (emit_small(out, F_LOCATION, &loc) < 0) return -1;
+        struct pb_small_msg line = {.n = 0}, loc = {.n = 0};
+        pb_small_varint_field(&line, 1, pb->func_of_frame[id]);
+        pb_small_varint_field(&line, 2, (uint64_t)(int64_t)a->frames[id].line);
+        pb_small_varint_field(&loc, 1, id);
+        pb_small_varint_field(&loc, 2, 1); /* mapping_id */
+        pb_small_nested_field(&loc, 4, &line);
+        if (pb_emit_small(out, F_LOCATION, &loc) < 0) return -1;
     }
     return 0;
 }
 
 static int emit_mapping(struct pprof_builder *pb, struct buf *out)
 {
-    struct small_msg m = {.n = 0};
-    small_varint_field(&m, 1, 1);                        /* id */
-    small_varint_field(&m, 5, out_string(pb, "python")); /* filename */
+    struct pb_small_msg m = {.n = 0};
+    pb_small_varint_field(&m, 1, 1);                        /* id */
+    pb_small_varint_field(&m, 5, out_string(pb, "python")); /* filename */
     for (unsigned field = 7; field <= 9; field++) /* has_functions, _filenames, _line_numbers */
-        small_varint_field(&m, field, 1);
-    return emit_small(out, F_MAPPING, &m);
+        pb_small_varint_field(&m, field, 1);
+    return pb_emit_small(out, F_MAPPING, &m);
 }
 
 static int emit_functions(struct pprof_builder *pb, struct buf *out)
@@ -274,12 +205,12 @@ static int emit_functions(struct pprof_builder *pb, struct buf *out)
     for (uint32_t f = 1; f <= pb->nfuncs; f++) {
         uint32_t name = pb->sid_map[pb->funcs[f - 1].name] - 1;
         uint32_t file = pb->sid_map[pb->funcs[f - 1].file] - 1;
-        struct small_msg m = {.n = 0};
-        small_varint_field(&m, 1, f);
-        small_varint_field(&m, 2, name);
-        small_varint_field(&m, 3, name); /* system_name: Python has one name only */
-        small_varint_field(&m, 4, file);
-        if (emit_small(out, F_FUNCTION, &m) < 0) return -1;
+        struct pb_small_msg m = {.n = 0};
+        pb_small_varint_field(&m, 1, f);
+        pb_small_varint_field(&m, 2, name);
+        pb_small_varint_field(&m, 3, name); /* system_name: Python has one name only */
+        pb_small_varint_field(&m, 4, file);
+        if (pb_emit_small(out, F_FUNCTION, &m) < 0) return -1;
     }
     return 0;
 }
@@ -297,15 +228,15 @@ static int emit_profile(struct pprof_builder *pb, const struct pprof_meta *meta,
         return -1;
     const struct strtab *st = &pb->out_strings;
     for (uint32_t i = 0; i < st->count; i++)
-        if (emit_len_field(out, F_STRING_TABLE, st->strings[i], st->lens[i]) < 0) return -1;
-    if (emit_varint_field(out, F_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
-        emit_varint_field(out, F_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
+        if (pb_emit_len_field(out, F_STRING_TABLE, st->strings[i], st->lens[i]) < 0) return -1;
+    if (pb_emit_varint_field(out, F_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
+        pb_emit_varint_field(out, F_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
         emit_value_type(pb, out, F_PERIOD_TYPE, "cpu", "nanoseconds") < 0 ||
-        emit_varint_field(out, F_PERIOD, (uint64_t)meta->period_nanos) < 0)
+        pb_emit_varint_field(out, F_PERIOD, (uint64_t)meta->period_nanos) < 0)
         return -1;
     for (size_t i = 0; meta->comments && i < meta->ncomments; i++)
         if (meta->comments[i] &&
-            emit_varint_field(out, F_COMMENT, out_string(pb, meta->comments[i])) < 0)
+            pb_emit_varint_field(out, F_COMMENT, out_string(pb, meta->comments[i])) < 0)
             return -1;
     return 0;
 }
@@ -326,58 +257,12 @@ int pprof_encode(const struct agg *a, const struct pprof_meta *meta, struct buf 
     return rc;
 }
 
-/* Appends `len` bytes gzipped to out. */
-static int gzip_append(const void *data, size_t len, struct buf *out, struct cp_err *err)
-{
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    int zrc = deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-    if (zrc != Z_OK) {
-        cp_err_set(err, CP_ERR_NOMEM, "zlib deflateInit2 failed (%d)", zrc);
-        return -1;
-    }
-    size_t len_before = out->len;
-    const uint8_t *in = data;
-    size_t left = len;
-    do {
-        size_t chunk = left < UINT_MAX ? left : UINT_MAX;
-        z.next_in = (Bytef *)(uintptr_t)in;
-        z.avail_in = (uInt)chunk;
-        in += chunk;
-        left -= chunk;
-        int flush = left ? Z_NO_FLUSH : Z_FINISH;
-        do {
-            size_t room = deflateBound(&z, z.avail_in) + 64;
-            if (buf_reserve(out, room) < 0) {
-                zrc = Z_MEM_ERROR;
-                break;
-            }
-            size_t avail = out->cap - out->len - 1;
-            z.next_out = (Bytef *)out->data + out->len;
-            z.avail_out = (uInt)(avail < UINT_MAX ? avail : UINT_MAX);
-            uInt out_before = z.avail_out;
-            zrc = deflate(&z, flush);
-            out->len += out_before - z.avail_out;
-        } while (zrc == Z_OK && (z.avail_in || (flush == Z_FINISH && zrc != Z_STREAM_END)));
-    } while (left && zrc == Z_OK);
-    deflateEnd(&z);
-    if (zrc != Z_STREAM_END) {
-        out->len = len_before;
-        if (out->data) out->data[out->len] = '\0';
-        cp_err_set(err, CP_ERR_NOMEM, "gzip compression of the pprof profile failed (zlib %d)",
-                   zrc);
-        return -1;
-    }
-    out->data[out->len] = '\0';
-    return 0;
-}
-
 int pprof_write(const struct agg *a, const struct pprof_meta *meta, struct buf *out_gzip,
                 struct cp_err *err)
 {
     struct buf raw = {0};
     int rc = pprof_encode(a, meta, &raw, err);
-    if (rc == 0) rc = gzip_append(raw.data ? raw.data : "", raw.len, out_gzip, err);
+    if (rc == 0) rc = pb_gzip_append(raw.data ? raw.data : "", raw.len, out_gzip, err);
     buf_free(&raw);
     return rc;
 }

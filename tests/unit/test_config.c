@@ -602,6 +602,7 @@ static void test_console(void **state)
     assert_string_equal(c.console.url, "wss://console.example:8443/agent/v1");
     assert_string_equal(c.console.token, "cpa_abc");
     assert_string_equal(c.console.state_file, "/var/lib/conprof/control-state.json");
+    assert_string_equal(c.console.ingest_url, "https://console.example:8443");
     assert_false(c.sink.named);
     config_free(&c);
 
