@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define NS_PER_S 1000000000LL
 
@@ -303,8 +304,10 @@ static json_t *new_app(const char *name)
 
 static int add_language(json_t *app, const json_t *labels)
 {
+    /* the language, not the runtime: "cpython" (ours), "CPython" (ddtrace) -> "python" */
     const char *lang = field_label(labels, QUERY_F_RUNTIME);
-    lang = lang && *lang ? lang : "python";
+    if (!lang || !*lang || !strcasecmp(lang, "cpython") || !strcasecmp(lang, "pypy"))
+        lang = "python";
     json_t *langs = json_object_get(app, "languages");
     size_t i;
     json_t *v;
