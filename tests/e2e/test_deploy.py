@@ -13,6 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = os.environ.get("CONPROF_AGENT", str(REPO / "build" / "conprof-agent"))
+CONSOLE = os.environ.get("CONPROF_CONSOLE", str(REPO / "build" / "conprof-console"))
 
 
 def run_help():
@@ -69,8 +70,7 @@ def test_every_flag_and_env_var_exists():
             used_flags |= set(flags_in(line.split()[1:]))
         if line.startswith("Environment="):
             used_env.add(line.split("=", 2)[1])
-    cmd = re.search(r'^CMD \[(.*)\]', (REPO / "Dockerfile").read_text(), re.M).group(1)
-    used_flags |= set(flags_in(json.loads("[" + cmd + "]")))
+    used_flags |= set(flags_in(json.loads("[" + dockerfile_cmds()["agent"] + "]")))
     assert used_flags, "no flags found in the deployment files"
     for flag in sorted(used_flags):
         assert re.search(re.escape(flag) + r"\b", help_text), (
@@ -81,11 +81,33 @@ def test_every_flag_and_env_var_exists():
         assert var.encode() in Path(AGENT).read_bytes(), "%s is not read by the agent" % var
 
 
+def dockerfile_cmds():
+    """The CMD of each named stage of the Dockerfile: {"agent": '"run", ...', ...}."""
+    cmds = {}
+    for stage in re.split(r"^FROM ", (REPO / "Dockerfile").read_text(), flags=re.M)[1:]:
+        name = re.match(r"\S+(?: AS (\S+))?", stage).group(1)
+        cmd = re.search(r"^CMD \[(.*)\]", stage, re.M)
+        if name and cmd:
+            cmds[name] = cmd.group(1)
+    assert set(cmds) == {"agent", "console"}, cmds
+    return cmds
+
+
+def test_console_image_uses_known_flags():
+    cmd = json.loads("[" + dockerfile_cmds()["console"] + "]")
+    assert cmd[0] == "serve"
+    res = subprocess.run([CONSOLE, "serve", "--help"], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0, res.stderr
+    for flag in flags_in(cmd):
+        assert flag in res.stdout, "%s is not a flag of `conprof-console serve`" % flag
+
+
 def test_configmap_config_is_accepted(tmp_path):
     cm = [d for _, d in manifests() if d["kind"] == "ConfigMap"][0]
     cfg = json.loads(cm["data"]["agent.json"])
     # keep its settings, but write where the test may
-    cfg["sink"]["dir"] = str(tmp_path / "profiles")
+    assert "sink" not in cfg, "a named sink would keep profiles away from a console"
+    cfg["sink"] = {"dir": str(tmp_path / "profiles")}
     cfg["spool"]["dir"] = str(tmp_path / "spool")
     cfg["status_socket"] = str(tmp_path / "agent.sock")
     path = tmp_path / "agent.json"
