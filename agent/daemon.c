@@ -67,6 +67,7 @@ struct session_match {
     char project[PROTO_NAME_MAX + 1];
     char environment[PROTO_NAME_MAX + 1];
     int period_s;
+    int upload_timeout_s;
     json_t *labels; /* owned */
     struct selector selector;
 };
@@ -364,9 +365,19 @@ static void sessions_refresh(struct daemon *d)
         snprintf(m->project, sizeof m->project, "%s", active[i]->project);
         snprintf(m->environment, sizeof m->environment, "%s", active[i]->environment);
         m->period_s = active[i]->period;
+        m->upload_timeout_s = active[i]->upload_timeout;
         m->labels = json_incref(active[i]->labels);
         d->nsessions++;
     }
+}
+
+/* The upload timeout in force: the longest the console sessions ask for, else the config's. */
+static int upload_timeout_s(const struct daemon *d)
+{
+    int t = 0;
+    for (size_t i = 0; i < d->nsessions; i++)
+        if (d->sessions[i].upload_timeout_s > t) t = d->sessions[i].upload_timeout_s;
+    return t ? t : d->cfg.upload_timeout_s;
 }
 
 /* The period in force: the shortest of the console sessions', else the config's. */
@@ -506,7 +517,10 @@ static void reconcile(struct daemon *d)
     size_t n;
     const struct discovery_target *targets = discovery_targets(d->disc, &n);
     bool seen[MAX_WORKERS] = {false};
-    if (d->link) sessions_refresh(d);
+    if (d->link) {
+        sessions_refresh(d);
+        sink_set_upload_timeout(d->sink, upload_timeout_s(d) * 1000);
+    }
     for (size_t i = 0; i < n; i++) {
         const struct discovery_target *t = &targets[i];
         struct wproc procs[MAX_PROCS_PER_WORKER];
@@ -771,7 +785,7 @@ static void shutdown_flush(struct daemon *d)
             if (fds[i].revents) read_worker(d, owners[i]);
     }
     struct cp_err err;
-    int left_ms = (int)((deadline - mono_now()) * 1000) + d->cfg.upload_timeout_s * 500;
+    int left_ms = (int)((deadline - mono_now()) * 1000) + upload_timeout_s(d) * 500;
     if (sink_flush(d->sink, left_ms > 0 ? left_ms : 1, &err) < 0)
         note_error(d, "flush: %s", err.msg);
     for (int k = 0; k < MAX_WORKERS; k++)

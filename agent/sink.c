@@ -562,6 +562,14 @@ int sink_flush(struct sink *s, int timeout_ms, struct cp_err *err)
     return s->stats.spooled + s->stats.failed > undelivered ? 1 : 0;
 }
 
+void sink_set_upload_timeout(struct sink *s, int timeout_ms)
+{
+    if (timeout_ms < 1 || timeout_ms > 3600 * 1000 || timeout_ms == s->cfg.upload_timeout_ms)
+        return;
+    s->cfg.upload_timeout_ms = timeout_ms;
+    if (s->ops->set_upload_timeout) s->ops->set_upload_timeout(s->backend, timeout_ms);
+}
+
 void sink_get_stats(const struct sink *s, struct sink_stats *out)
 {
     *out = s->stats;

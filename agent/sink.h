@@ -120,6 +120,9 @@ long sink_timeout_ms(struct sink *s);
  * queued was delivered, 1 when some records were spooled or dropped (counted), -1 on err. */
 int sink_flush(struct sink *s, int timeout_ms, struct cp_err *err);
 void sink_get_stats(const struct sink *s, struct sink_stats *out);
+/* Changes upload_timeout_ms for the attempts that start from now on (a console's session asked for
+ * another one). Out of range (1 ms .. 1 h) is ignored. */
+void sink_set_upload_timeout(struct sink *s, int timeout_ms);
 
 /* ---- backends -------------------------------------------------------------------------- */
 
@@ -159,6 +162,7 @@ struct sink_backend_ops {
     long (*timeout_ms)(void *backend); /* -1 when it has no timer */
     int (*fdset)(void *backend, fd_set *r, fd_set *w, fd_set *e, int *max_fd);
     void (*destroy)(void *backend);
+    void (*set_upload_timeout)(void *backend, long timeout_ms); /* NULL: nothing to time out */
 };
 
 void *sink_dir_create(const struct sink_config *c, struct cp_err *err);

@@ -298,6 +298,12 @@ static int http_fdset(void *backend, fd_set *r, fd_set *w, fd_set *e, int *max_f
     return curl_multi_fdset(h->multi, r, w, e, max_fd) == CURLM_OK ? 0 : -1;
 }
 
+/* Applies to attempts started from now on. */
+static void http_set_upload_timeout(void *backend, long timeout_ms)
+{
+    ((struct http_backend *)backend)->timeout_ms = timeout_ms;
+}
+
 static void http_destroy(void *backend)
 {
     struct http_backend *h = backend;
@@ -318,6 +324,7 @@ const struct sink_backend_ops sink_http_ops = {
     .timeout_ms = http_timeout_ms,
     .fdset = http_fdset,
     .destroy = http_destroy,
+    .set_upload_timeout = http_set_upload_timeout,
 };
 
 /* ---- creation ----------------------------------------------------------------------------- */
