@@ -768,7 +768,7 @@ static bool handle_signals(struct daemon *d)
 static void shutdown_flush(struct daemon *d)
 {
     flush_workers(d);
-    double deadline = mono_now() + d->cfg.upload_timeout_s / 2.0;
+    double deadline = mono_now() + upload_timeout_s(d) / 2.0;
     for (;;) {
         struct pollfd fds[MAX_WORKERS];
         struct wstate *owners[MAX_WORKERS];
