@@ -503,6 +503,46 @@ static int wanted_procs(struct daemon *d, const struct discovery_target *t, cons
     return np;
 }
 
+/* Tells the console that a process of one of its sessions started or stopped being sampled. */
+static void report_target(struct daemon *d, const struct wproc *p, bool attached)
+{
+    const struct app *a = p->app >= 0 && p->app < MAX_APPS ? &d->apps[p->app] : NULL;
+    if (!d->link || !a || !a->used || !a->session_id[0]) return;
+    struct proto_target t = {.pid = p->pid,
+                             .container_id = a->container_id,
+                             .pod_uid = a->pod_uid,
+                             .project = a->project,
+                             .environment = a->environment,
+                             .application = a->name,
+                             .python = p->python};
+    struct cp_err err;
+    json_t *target = proto_target_json(&t, &err);
+    agent_channel_event(d->link,
+                        attached ? PROTO_EVENT_TARGET_ATTACHED : PROTO_EVENT_TARGET_DETACHED,
+                        a->session_id, NULL, target);
+    json_decref(target);
+}
+
+/* Reports the processes that left a worker's list (all of them when `after` is empty) and those that joined it. */
+static void report_changes(struct daemon *d, const struct wproc *before, int nbefore,
+                           const struct wproc *after, int nafter)
+{
+    for (int i = 0; i < nbefore; i++) {
+        bool kept = false;
+        for (int j = 0; j < nafter && !kept; j++)
+            kept = after[j].pid == before[i].pid && after[j].start_time == before[i].start_time &&
+                   after[j].app == before[i].app;
+        if (!kept) report_target(d, &before[i], false);
+    }
+    for (int j = 0; j < nafter; j++) {
+        bool known = false;
+        for (int i = 0; i < nbefore && !known; i++)
+            known = after[j].pid == before[i].pid && after[j].start_time == before[i].start_time &&
+                    after[j].app == before[i].app;
+        if (!known) report_target(d, &after[j], true);
+    }
+}
+
 static void reconcile(struct daemon *d)
 {
     struct cp_err err;
@@ -530,6 +570,7 @@ static void reconcile(struct daemon *d)
         struct wstate *w = worker_for(d, t->key);
         if (!w) continue;
         seen[w - d->workers] = true;
+        if (changed) report_changes(d, w->procs, w->nprocs, procs, np);
         memcpy(w->procs, procs, (size_t)np * sizeof *procs);
         w->nprocs = np;
         w->ns_pid = w->procs[0].pid;
@@ -542,6 +583,7 @@ static void reconcile(struct daemon *d)
     for (int k = 0; k < MAX_WORKERS; k++) {
         struct wstate *w = &d->workers[k];
         if (w->used && !seen[k]) { /* the target is gone or no longer selected */
+            report_changes(d, w->procs, w->nprocs, NULL, 0);
             flush_one(d, w);
             stop_worker(w, false);
             w->used = false;

@@ -163,10 +163,10 @@ static void queue_keep_events(struct agent_channel *ch)
 }
 
 static void queue_event(struct agent_channel *ch, enum proto_event_kind kind,
-                        const char *session_id, const char *message)
+                        const char *session_id, const char *message, const json_t *target)
 {
     struct cp_err err;
-    char *text = proto_build_event(kind, session_id, message, NULL, &err);
+    char *text = proto_build_event(kind, session_id, message, target, &err);
     if (!text) {
         say(ch, "event not sent: %s", err.msg);
         return;
@@ -539,7 +539,8 @@ static void on_expired(const struct control_session *s, bool quota_exhausted, vo
     queue_event(ch, quota_exhausted ? PROTO_EVENT_QUOTA_EXHAUSTED : PROTO_EVENT_LEASE_EXPIRED,
                 s->session_id,
                 quota_exhausted ? "the lease the budget allowed has ended"
-                                : "the lease ended without renewal");
+                                : "the lease ended without renewal",
+                NULL);
 }
 
 void agent_channel_tick(struct agent_channel *ch, int64_t now)
@@ -549,6 +550,12 @@ void agent_channel_tick(struct agent_channel *ch, int64_t now)
         send_status(ch);
         ch->next_status = mono_now() + AGENT_CHANNEL_STATUS_S;
     }
+}
+
+void agent_channel_event(struct agent_channel *ch, enum proto_event_kind kind,
+                         const char *session_id, const char *message, const json_t *target)
+{
+    queue_event(ch, kind, session_id, message, target);
 }
 
 uint64_t agent_channel_generation(const struct agent_channel *ch)

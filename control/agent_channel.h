@@ -89,6 +89,11 @@ size_t agent_channel_sessions(struct agent_channel *ch, int64_t now,
 void agent_channel_set_targets(struct agent_channel *ch, json_t *targets);
 void agent_channel_set_counters(struct agent_channel *ch, const struct agent_channel_counters *c);
 
+/* Queues an event (PROTOCOL.md); target may be NULL (borrowed). Kept while disconnected, within
+ * AGENT_CHANNEL_EVENTS_MAX. */
+void agent_channel_event(struct agent_channel *ch, enum proto_event_kind kind,
+                         const char *session_id, const char *message, const json_t *target);
+
 void agent_channel_get_stats(const struct agent_channel *ch, struct agent_channel_stats *out);
 /* The channel for `conprof-agent status`: url, connected, counters, sessions with their leases. */
 json_t *agent_channel_status_json(const struct agent_channel *ch, int64_t now);
