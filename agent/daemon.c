@@ -13,7 +13,7 @@
  */
 #include "daemon.h"
 
-#include "agent_channel.h"
+#include "agent_link.h"
 #include "cli.h"
 #include "discovery.h"
 #include "kubelet.h"
@@ -128,7 +128,7 @@ struct daemon {
     time_t started_wall;
     bool stopping;
     struct kubelet_client *kubelet; /* NULL unless enabled */
-    struct agent_channel *link;     /* NULL without a console */
+    struct agent_link *link;        /* NULL without a console */
     uint64_t link_generation;
     struct session_match sessions[CONTROL_STATE_SESSIONS_MAX];
     size_t nsessions;
@@ -352,7 +352,7 @@ static void sessions_refresh(struct daemon *d)
     if (!d->link) return;
     const struct control_session *active[CONTROL_STATE_SESSIONS_MAX];
     size_t n =
-        agent_channel_sessions(d->link, (int64_t)time(NULL), active, CONTROL_STATE_SESSIONS_MAX);
+        agent_link_sessions(d->link, (int64_t)time(NULL), active, CONTROL_STATE_SESSIONS_MAX);
     for (size_t i = 0; i < n; i++) {
         struct session_match *m = &d->sessions[d->nsessions];
         struct cp_err err;
@@ -517,9 +517,8 @@ static void report_target(struct daemon *d, const struct wproc *p, bool attached
                              .python = p->python};
     struct cp_err err;
     json_t *target = proto_target_json(&t, &err);
-    agent_channel_event(d->link,
-                        attached ? PROTO_EVENT_TARGET_ATTACHED : PROTO_EVENT_TARGET_DETACHED,
-                        a->session_id, NULL, target);
+    agent_link_event(d->link, attached ? PROTO_EVENT_TARGET_ATTACHED : PROTO_EVENT_TARGET_DETACHED,
+                     a->session_id, NULL, target);
     json_decref(target);
 }
 
@@ -589,7 +588,7 @@ static void reconcile(struct daemon *d)
             w->used = false;
         }
     }
-    if (d->link) agent_channel_set_targets(d->link, targets_json(d, targets, n));
+    if (d->link) agent_link_set_targets(d->link, targets_json(d, targets, n));
 }
 
 /* ---- periods and profiles ---------------------------------------------------------------- */
@@ -892,7 +891,7 @@ static json_t *render_status(void *ctx)
         (json_int_t)ss.spool_files, "spool_bytes", (json_int_t)ss.spool_bytes, "last_errors",
         errors);
     if (doc && d->link)
-        json_object_set_new(doc, "console", agent_channel_status_json(d->link, time(NULL)));
+        json_object_set_new(doc, "console", agent_link_status_json(d->link, time(NULL)));
     if (doc && d->kubelet) {
         const struct kubelet_client_stats *ks = kubelet_client_stats(d->kubelet);
         json_object_set_new(doc, "kubelet",
@@ -945,9 +944,9 @@ static void fill_metrics(void *ctx, struct metrics_values *v)
 /* Moves the link on (non-blocking) and expires leases; true when the sessions changed. */
 static bool link_changed(struct daemon *d)
 {
-    agent_channel_service(d->link);
-    agent_channel_tick(d->link, (int64_t)time(NULL));
-    uint64_t generation = agent_channel_generation(d->link);
+    agent_link_service(d->link, (int64_t)time(NULL));
+    agent_link_tick(d->link, (int64_t)time(NULL));
+    uint64_t generation = agent_link_generation(d->link);
     if (generation == d->link_generation) return false;
     d->link_generation = generation;
     return true;
@@ -958,13 +957,13 @@ static void link_report(struct daemon *d)
 {
     struct sink_stats ss;
     sink_get_stats(d->sink, &ss);
-    struct agent_channel_counters c = {.samples = d->samples,
-                                       .sample_errors = d->sample_errors,
-                                       .uploads_sent = ss.sent,
-                                       .uploads_failed = ss.failed,
-                                       .uploads_spooled = ss.spooled,
-                                       .uploads_evicted = ss.evicted};
-    agent_channel_set_counters(d->link, &c);
+    struct agent_link_counters c = {.samples = (int64_t)d->samples,
+                                    .sample_errors = (int64_t)d->sample_errors,
+                                    .uploads_sent = (int64_t)ss.sent,
+                                    .uploads_failed = (int64_t)ss.failed,
+                                    .uploads_spooled = (int64_t)ss.spooled,
+                                    .uploads_evicted = (int64_t)ss.evicted};
+    agent_link_set_counters(d->link, &c);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -1093,20 +1092,22 @@ int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_
                                            (long)d->cfg.upload_timeout_s * 1000, &err)))
         note_error(d, "kubelet lookup off: %s", err.msg);
     if (d->cfg.console.url) {
-        struct agent_channel_options lo = {.url = d->cfg.console.url,
-                                           .token = d->cfg.console.token,
-                                           .ca_file = d->cfg.console.ca_file,
-                                           .state_file = d->cfg.console.state_file,
-                                           .node = d->host,
-                                           .agent_version = CONPROF_VERSION};
-        if (!(d->link = agent_channel_open(&lo, &err))) {
+        static const char *const CAPABILITIES[] = {"cpu", "wall", NULL};
+        struct agent_link_options lo = {.url = d->cfg.console.url,
+                                        .token = d->cfg.console.token,
+                                        .ca_file = d->cfg.console.ca_file,
+                                        .state_file = d->cfg.console.state_file,
+                                        .node = d->host,
+                                        .agent_version = CONPROF_VERSION,
+                                        .capabilities = CAPABILITIES};
+        if (!(d->link = agent_link_open(&lo, &err))) {
             cli_error("console: %s", err.msg);
             goto out;
         }
     }
     rc = loop(d);
 out:
-    if (d->link) agent_channel_close(d->link);
+    if (d->link) agent_link_close(d->link);
     if (d->kubelet) kubelet_client_close(d->kubelet);
     sessions_clear(d);
     for (int i = 0; i < MAX_APPS; i++)

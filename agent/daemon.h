@@ -42,7 +42,7 @@ struct daemon_settings {
         const char *token_file;
         const char *ca_file;
     } kubelet;
-    struct { /* the control channel (control/agent_channel.h); url NULL: none */
+    struct { /* the control channel (control/agent_link.h); url NULL: none */
         const char *url;
         const char *token;
         const char *ca_file;
