@@ -13,19 +13,18 @@
  */
 #include "config.h"
 
+#include "fileio.h"
 #include "metrics.h"
 #include "selector.h"
 #include "status.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define GOT_MAX 96    /* bytes of the "got ..." part of a message */
@@ -695,66 +694,10 @@ int config_parse_text(const char *text, size_t len, const char *source, struct a
 
 /* ---- files ---------------------------------------------------------------------------- */
 
-static int open_regular(const char *path, struct cp_err *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        cp_err_set(err, CP_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        cp_err_set(err, CP_ERR_INVALID, "%s is not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Reads the rest of fd, at most `max` bytes, into a NUL-terminated malloc'd buffer. */
-static char *read_fd_bounded(int fd, const char *path, size_t max, size_t *len, struct cp_err *err)
-{
-    char *buf = malloc(max + 2);
-    if (!buf) {
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory reading %s", path);
-        return NULL;
-    }
-    size_t used = 0;
-    while (used <= max) {
-        ssize_t n = read(fd, buf + used, max + 1 - used);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            cp_err_set(err, CP_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-            free(buf);
-            return NULL;
-        }
-        if (n == 0) break;
-        used += (size_t)n;
-    }
-    if (used > max) {
-        cp_err_set(err, CP_ERR_INVALID, "%s is larger than %zu bytes", path, max);
-        free(buf);
-        return NULL;
-    }
-    buf[used] = '\0';
-    *len = used;
-    return buf;
-}
-
-/* A whole regular file of at most `max` bytes. */
-static char *read_bounded(const char *path, size_t max, size_t *len, struct cp_err *err)
-{
-    int fd = open_regular(path, err);
-    if (fd < 0) return NULL;
-    char *buf = read_fd_bounded(fd, path, max, len, err);
-    close(fd);
-    return buf;
-}
-
 char *config_read_token_file(const char *path, struct cp_err *err)
 {
     size_t len = 0;
-    char *tok = read_bounded(path, CONFIG_TOKEN_MAX, &len, err);
+    char *tok = fileio_read_file(path, CONFIG_TOKEN_MAX, &len, NULL, err);
     if (!tok) return NULL;
     while (len > 0 && isspace((unsigned char)tok[len - 1]))
         tok[--len] = '\0';
@@ -774,7 +717,7 @@ char *config_read_token_file(const char *path, struct cp_err *err)
 static int load_file(struct agent_config *c, const char *path, struct cp_err *err)
 {
     size_t len = 0;
-    char *text = read_bounded(path, CONFIG_FILE_MAX, &len, err);
+    char *text = fileio_read_file(path, CONFIG_FILE_MAX, &len, NULL, err);
     if (!text) {
         cp_err_prefix(err, "config");
         return -1;
@@ -831,7 +774,7 @@ static int load_secrets(struct agent_config *c, const struct config_args *args,
         }
     }
     if (c->sink.ca_file) {
-        int fd = open_regular(c->sink.ca_file, err);
+        int fd = fileio_open_regular(c->sink.ca_file, NULL, err);
         if (fd < 0) {
             cp_err_prefix(err, "config: sink.ca_file");
             return -1;

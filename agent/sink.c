@@ -13,6 +13,7 @@
  */
 #include "sink.h"
 
+#include "fileio.h"
 #include "spool.h"
 
 #include <errno.h>
@@ -605,69 +606,9 @@ int sink_mkdir_p(const char *dir, mode_t mode, struct cp_err *err)
     }
 }
 
-static int write_parts(int fd, const struct iovec *parts, int nparts)
-{
-    for (int i = 0; i < nparts; i++) {
-        const char *p = parts[i].iov_base;
-        size_t left = parts[i].iov_len;
-        while (left > 0) {
-            ssize_t n = write(fd, p, left);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return -1;
-            p += n;
-            left -= (size_t)n;
-        }
-    }
-    return 0;
-}
-
-/* rename without replacing: renameat2(RENAME_NOREPLACE), or link+unlink where unsupported. */
-static int rename_noreplace(int dirfd, const char *from, const char *to)
-{
-    if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0) return 0;
-    if (errno != EINVAL && errno != ENOSYS) return -1;
-    if (linkat(dirfd, from, dirfd, to, 0) < 0) return -1;
-    unlinkat(dirfd, from, 0);
-    return 0;
-}
-
 int sink_write_atomic(int dirfd, const char *name, const struct iovec *parts, int nparts,
                       mode_t mode, bool noreplace, struct cp_err *err)
 {
-    char tmp[512];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", name) >= (int)sizeof tmp) {
-        cp_err_set(err, CP_ERR_INVALID, "file name too long: %.100s", name);
-        return -1;
-    }
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0) {
-        cp_err_set(err, CP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    const char *step_failed = NULL;
-    if (write_parts(fd, parts, nparts) < 0)
-        step_failed = "write";
-    else if (fsync(fd) < 0)
-        step_failed = "fsync";
-    int saved = errno;
-    if (close(fd) < 0 && !step_failed) {
-        step_failed = "close";
-        saved = errno;
-    }
-    if (!step_failed) {
-        int rc = noreplace ? rename_noreplace(dirfd, tmp, name) : renameat(dirfd, tmp, dirfd, name);
-        saved = errno;
-        if (rc < 0 && noreplace && saved == EEXIST) {
-            unlinkat(dirfd, tmp, 0);
-            return 1;
-        }
-        if (rc < 0) step_failed = "rename";
-    }
-    if (step_failed) {
-        unlinkat(dirfd, tmp, 0);
-        cp_err_set(err, CP_ERR_IO, "cannot %s %s: %s", step_failed, name, strerror(saved));
-        return -1;
-    }
-    fsync(dirfd); /* the rename itself; a failure here cannot be undone, the file is in place */
-    return 0;
+    return fileio_write_atomic(dirfd, name, parts, nparts, mode, noreplace ? FILEIO_NOREPLACE : 0,
+                               err);
 }

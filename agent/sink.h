@@ -181,7 +181,8 @@ int sink_dir_relative_stem(const struct profile_record *r, uint64_t seq, struct 
 
 /* Writes parts to dirfd/name atomically: "<name>.tmp", fsync, rename — with noreplace, an
  * existing name is left alone and 1 returned — then fsync of the directory. A crash leaves at
- * most the .tmp file. 0 written, 1 exists (noreplace), -1 with err (the .tmp is removed). */
+ * most the .tmp file. 0 written, 1 exists (noreplace), -1 with err (the .tmp is removed).
+ * The backends' name for fileio_write_atomic() (fileio.h), which the console shares. */
 int sink_write_atomic(int dirfd, const char *name, const struct iovec *parts, int nparts,
                       mode_t mode, bool noreplace, struct cp_err *err);
 

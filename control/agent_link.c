@@ -9,8 +9,10 @@
  *     is counted once. lws's retry policy struct is still passed, for its validity ping/hangup.
  *   - No foreign event loop: agent_link_service() calls lws_service(ctx, -1), which in 4.1.6
  *     polls with a zero timeout (a timeout of 0 would mean "wait up to 23 days",
- *     lib/plat/unix/unix-service.c). lws writes one frame per WRITEABLE callback, so service
- *     repeats the zero-timeout poll a bounded number of times while frames are waiting.
+ *     lib/plat/unix/unix-service.c). One lws_service() reads at most one buffer (4 KiB) from
+ *     the socket and writes one frame per WRITEABLE callback, so service repeats the
+ *     zero-timeout poll, a bounded number of times, while frames are waiting or the socket has
+ *     more to read (else a 64 KiB frame would take 16 daemon wake-ups, i.e. 4 s, to arrive).
  *   - Outgoing frames: hello is built when the socket is writable (so it carries the newest
  *     targets and sessions), then the outbox (ack, nack, status: dropped on disconnect, they
  *     belong to one connection), then the event queue (kept across connections, an event leaves
@@ -26,6 +28,7 @@
 #include <libwebsockets.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +40,7 @@
 
 #define URL_MAX 2048
 #define TOKEN_MAX 4096
-#define WRITE_ROUNDS 32 /* zero-timeout polls per service call while frames wait */
+#define SERVICE_ROUNDS 64 /* zero-timeout polls per service call while there is I/O to do */
 
 enum link_phase { LINK_IDLE, LINK_CONNECTING, LINK_OPEN };
 
@@ -557,6 +560,14 @@ static void note_cert_verdict(struct agent_link *link, void *x509_ctx, int preve
 {
     int code = x509_ctx ? X509_STORE_CTX_get_error(x509_ctx) : X509_V_OK;
     if (preverify_ok || code == X509_V_OK) return;
+    if (code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        /* The chain is trusted; blaming the CA file would send the reader the wrong way. */
+        snprintf(link->cert_error, sizeof link->cert_error,
+                 "console certificate not valid for %s: %s (the certificate must name the "
+                 "URL's host)",
+                 link->address, X509_verify_cert_error_string(code));
+        return;
+    }
     snprintf(link->cert_error, sizeof link->cert_error,
              "console certificate not trusted: %s (depth %d; %s)",
              X509_verify_cert_error_string(code), X509_STORE_CTX_get_error_depth(x509_ctx),
@@ -797,6 +808,15 @@ static void queue_status(struct agent_link *link, int64_t now_ms)
     outbox_push(link, build_fitting(link, build_status, "status"));
 }
 
+/* Whether the connection's socket has bytes (or a hang-up) lws has not read yet. */
+static bool socket_readable(const struct agent_link *link)
+{
+    int fd = link->wsi && link->phase != LINK_IDLE ? lws_get_socket_fd(link->wsi) : -1;
+    if (fd < 0) return false;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
 void agent_link_service(struct agent_link *link, int64_t now)
 {
     if (!link) return;
@@ -805,7 +825,7 @@ void agent_link_service(struct agent_link *link, int64_t now)
     if (link->phase == LINK_IDLE && now_ms >= link->next_attempt_ms) start_connect(link);
     if (link->phase == LINK_OPEN && now_ms >= link->next_status_ms) queue_status(link, now_ms);
     lws_service(link->ctx, -1);
-    for (int i = 0; i < WRITE_ROUNDS && frames_waiting(link); i++)
+    for (int i = 0; i < SERVICE_ROUNDS && (frames_waiting(link) || socket_readable(link)); i++)
         lws_service(link->ctx, -1);
 }
 

@@ -14,14 +14,12 @@
  */
 #include "control_state.h"
 
-#include <errno.h>
+#include "fileio.h"
+
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define STATE_FILE_VERSION 1
 
@@ -448,129 +446,24 @@ int control_state_parse_text(struct control_state *out, const char *text, size_t
 
 /* ---- files ---- */
 
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int fsync_parent_dir(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Writes text to tmp_path (mode 0600) and syncs it. */
-static int write_tmp(const char *tmp_path, const char *text, struct cp_err *err)
-{
-    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot create: %s", tmp_path, strerror(errno));
-        return -1;
-    }
-    int rc = 0;
-    if (fchmod(fd, 0600) < 0 || write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot write: %s", tmp_path, strerror(errno));
-        rc = -1;
-    }
-    if (close(fd) < 0 && rc == 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot write: %s", tmp_path, strerror(errno));
-        rc = -1;
-    }
-    return rc;
-}
-
 int control_state_save(const struct control_state *state, const char *path, struct cp_err *err)
 {
-    char tmp_path[PATH_MAX];
-    if ((size_t)snprintf(tmp_path, sizeof tmp_path, "%s.tmp", path) >= sizeof tmp_path) {
-        cp_err_set(err, CP_ERR_INVALID, "%s: path too long", path);
-        return -1;
-    }
     char *text = control_state_to_text(state, err);
     if (!text) return -1;
-    int rc = write_tmp(tmp_path, text, err);
+    struct iovec part = {.iov_base = text, .iov_len = strlen(text)};
+    int rc = fileio_write_atomic(AT_FDCWD, path, &part, 1, 0600,
+                                 FILEIO_EXACT_MODE | FILEIO_DIR_SYNC_ERRORS, err);
     free(text);
-    if (rc < 0) {
-        unlink(tmp_path);
-        return -1;
-    }
-    if (rename(tmp_path, path) < 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot replace: %s", path, strerror(errno));
-        unlink(tmp_path);
-        return -1;
-    }
-    if (fsync_parent_dir(path) < 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot sync its directory: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* Reads a regular file of at most CONTROL_STATE_FILE_MAX bytes into a malloc'd buffer. */
-static char *read_bounded(int fd, const char *path, size_t *len, struct cp_err *err)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        cp_err_set(err, CP_ERR_INVALID, "%s: not a regular file", path);
-        return NULL;
-    }
-    char *data = malloc(CONTROL_STATE_FILE_MAX + 1);
-    if (!data) {
-        cp_err_set(err, CP_ERR_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    size_t n = 0;
-    while (n <= CONTROL_STATE_FILE_MAX) {
-        ssize_t r = read(fd, data + n, CONTROL_STATE_FILE_MAX + 1 - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            cp_err_set(err, CP_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-            free(data);
-            return NULL;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    if (n > CONTROL_STATE_FILE_MAX) {
-        cp_err_set(err, CP_ERR_INVALID, "%s: larger than %d bytes", path, CONTROL_STATE_FILE_MAX);
-        free(data);
-        return NULL;
-    }
-    *len = n;
-    return data;
+    return rc;
 }
 
 int control_state_load(struct control_state *out, const char *path, struct cp_err *err)
 {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0 && errno == ENOENT) return 0;
-    if (fd < 0) {
-        cp_err_set(err, CP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
     size_t len = 0;
-    char *text = read_bounded(fd, path, &len, err);
-    close(fd);
-    if (!text) return -1;
+    bool missing = false;
+    char *text = fileio_read_file(path, CONTROL_STATE_FILE_MAX, &len, &missing, err);
+    if (!text) return missing ? 0 : -1;
     int rc = control_state_parse_text(out, text, len, err);
     free(text);
     if (rc < 0) cp_err_prefix(err, "%s: corrupt control state, starting with no sessions", path);

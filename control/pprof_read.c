@@ -16,6 +16,8 @@
  */
 #include "pprof_read.h"
 
+#include "pbwire.h" /* wire types and Profile field numbers, shared with the writers */
+
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -171,8 +173,6 @@ int pprof_decompress(const uint8_t *in, size_t len, size_t max_out, struct buf *
 
 /* ---- protobuf wire reading ---------------------------------------------------------------- */
 
-enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LEN = 2, WIRE_FIXED32 = 5 };
-
 struct pb {
     const uint8_t *p, *end;
 };
@@ -180,8 +180,8 @@ struct pb {
 struct pb_field {
     uint32_t num;
     int wire;
-    uint64_t v;     /* WIRE_VARINT / fixed values */
-    struct pb body; /* WIRE_LEN */
+    uint64_t v;     /* PB_VARINT / fixed values */
+    struct pb body; /* PB_LEN */
 };
 
 static int pb_varint(struct pb *r, uint64_t *v)
@@ -222,13 +222,13 @@ static int pb_next(struct pb *r, struct pb_field *f)
     f->wire = (int)(key & 7);
     f->v = 0;
     switch (f->wire) {
-    case WIRE_VARINT:
+    case PB_VARINT:
         return pb_varint(r, &f->v) < 0 ? -1 : 1;
-    case WIRE_FIXED64:
+    case PB_FIXED64:
         return pb_fixed(r, 8, &f->v) < 0 ? -1 : 1;
-    case WIRE_FIXED32:
+    case PB_FIXED32:
         return pb_fixed(r, 4, &f->v) < 0 ? -1 : 1;
-    case WIRE_LEN:
+    case PB_LEN:
         if (pb_varint(r, &n) < 0 || n > (uint64_t)(r->end - r->p)) return -1;
         f->body.p = r->p;
         f->body.end = r->p + n;
@@ -240,19 +240,6 @@ static int pb_next(struct pb *r, struct pb_field *f)
 }
 
 /* ---- the decoder -------------------------------------------------------------------------- */
-
-/* Profile field numbers (profile.proto). */
-enum {
-    P_SAMPLE_TYPE = 1,
-    P_SAMPLE = 2,
-    P_LOCATION = 4,
-    P_FUNCTION = 5,
-    P_STRING_TABLE = 6,
-    P_TIME_NANOS = 9,
-    P_DURATION_NANOS = 10,
-    P_PERIOD_TYPE = 11,
-    P_PERIOD = 12,
-};
 
 struct raw_function {
     uint64_t id;
@@ -323,40 +310,42 @@ static int count_fields(struct decoder *d, struct pb r)
     int got;
     size_t nsamples = 0;
     while ((got = pb_next(&r, &f)) == 1) {
-        int len_field = f.num == P_SAMPLE_TYPE || f.num == P_SAMPLE || f.num == P_LOCATION ||
-                        f.num == P_FUNCTION || f.num == P_STRING_TABLE || f.num == P_PERIOD_TYPE;
-        int int_field = f.num == P_TIME_NANOS || f.num == P_DURATION_NANOS || f.num == P_PERIOD;
-        if (len_field && expect_wire(d, &f, WIRE_LEN, "a Profile field") < 0) return -1;
-        if (int_field && expect_wire(d, &f, WIRE_VARINT, "a Profile number") < 0) return -1;
+        int len_field = f.num == PB_PROFILE_SAMPLE_TYPE || f.num == PB_PROFILE_SAMPLE ||
+                        f.num == PB_PROFILE_LOCATION || f.num == PB_PROFILE_FUNCTION ||
+                        f.num == PB_PROFILE_STRING_TABLE || f.num == PB_PROFILE_PERIOD_TYPE;
+        int int_field = f.num == PB_PROFILE_TIME_NANOS || f.num == PB_PROFILE_DURATION_NANOS ||
+                        f.num == PB_PROFILE_PERIOD;
+        if (len_field && expect_wire(d, &f, PB_LEN, "a Profile field") < 0) return -1;
+        if (int_field && expect_wire(d, &f, PB_VARINT, "a Profile number") < 0) return -1;
         switch (f.num) {
-        case P_SAMPLE_TYPE:
+        case PB_PROFILE_SAMPLE_TYPE:
             if (++o->ntypes > PPROF_READ_MAX_SAMPLE_TYPES)
                 return too_many(d, "sample types", PPROF_READ_MAX_SAMPLE_TYPES);
             break;
-        case P_SAMPLE:
+        case PB_PROFILE_SAMPLE:
             if (++nsamples > PPROF_READ_MAX_SAMPLES)
                 return too_many(d, "samples", PPROF_READ_MAX_SAMPLES);
             break;
-        case P_LOCATION:
+        case PB_PROFILE_LOCATION:
             if (++d->nlocs > PPROF_READ_MAX_LOCATIONS)
                 return too_many(d, "locations", PPROF_READ_MAX_LOCATIONS);
             break;
-        case P_FUNCTION:
+        case PB_PROFILE_FUNCTION:
             if (++d->nfuncs > PPROF_READ_MAX_FUNCTIONS)
                 return too_many(d, "functions", PPROF_READ_MAX_FUNCTIONS);
             break;
-        case P_STRING_TABLE:
+        case PB_PROFILE_STRING_TABLE:
             if (++o->nstrings > PPROF_READ_MAX_STRINGS)
                 return too_many(d, "strings", PPROF_READ_MAX_STRINGS);
             d->nstring_bytes += (size_t)(f.body.end - f.body.p) + 1;
             break;
-        case P_TIME_NANOS:
+        case PB_PROFILE_TIME_NANOS:
             o->time_nanos = (int64_t)f.v;
             break;
-        case P_DURATION_NANOS:
+        case PB_PROFILE_DURATION_NANOS:
             o->duration_nanos = (int64_t)f.v;
             break;
-        case P_PERIOD:
+        case PB_PROFILE_PERIOD:
             o->period = (int64_t)f.v;
             break;
         default:
@@ -402,7 +391,7 @@ static int read_varints(struct decoder *d, struct pb r, int64_t *vals, uint32_t 
     int got;
     while ((got = pb_next(&r, &f)) == 1) {
         if (f.num > nfields) continue;
-        if (expect_wire(d, &f, WIRE_VARINT, what) < 0) return -1;
+        if (expect_wire(d, &f, PB_VARINT, what) < 0) return -1;
         vals[f.num - 1] = (int64_t)f.v;
     }
     return got < 0 ? malformed(d, &r, what) : 0;
@@ -430,13 +419,13 @@ static int read_location(struct decoder *d, struct pb r, struct raw_location *lo
     loc->first_line = d->nlines;
     while ((got = pb_next(&r, &f)) == 1) {
         if (f.num == 1 || f.num == 3) {
-            if (expect_wire(d, &f, WIRE_VARINT, "a Location number") < 0) return -1;
+            if (expect_wire(d, &f, PB_VARINT, "a Location number") < 0) return -1;
             if (f.num == 1)
                 loc->id = f.v;
             else
                 loc->address = f.v;
         } else if (f.num == 4) {
-            if (expect_wire(d, &f, WIRE_LEN, "a Location line") < 0) return -1;
+            if (expect_wire(d, &f, PB_LEN, "a Location line") < 0) return -1;
             if (++loc->nlines > PPROF_READ_MAX_LINES)
                 return too_many(d, "lines in one location", PPROF_READ_MAX_LINES);
             int64_t vals[3] = {0, 0, 0};
@@ -455,23 +444,23 @@ static int read_tables(struct decoder *d, struct pb r)
     struct pb_field f;
     size_t nstr = 0, ntypes = 0, nfuncs = 0, nlocs = 0, used = 0;
     while (pb_next(&r, &f) == 1) {
-        if (f.num == P_STRING_TABLE) {
+        if (f.num == PB_PROFILE_STRING_TABLE) {
             size_t n = (size_t)(f.body.end - f.body.p);
             memcpy(o->strings_mem + used, f.body.p, n);
             o->strings_mem[used + n] = '\0';
             o->strings[nstr++] = o->strings_mem + used;
             used += n + 1;
-        } else if (f.num == P_SAMPLE_TYPE) {
+        } else if (f.num == PB_PROFILE_SAMPLE_TYPE) {
             if (read_varints(d, f.body, d->type_idx + 2 * ntypes++, 2, "a sample_type") < 0)
                 return -1;
-        } else if (f.num == P_PERIOD_TYPE) {
+        } else if (f.num == PB_PROFILE_PERIOD_TYPE) {
             if (read_varints(d, f.body, d->period_type_idx, 2, "the period_type") < 0) return -1;
-        } else if (f.num == P_FUNCTION) {
+        } else if (f.num == PB_PROFILE_FUNCTION) {
             int64_t vals[4] = {0, 0, 0, 0};
             if (read_varints(d, f.body, vals, 4, "a Function") < 0) return -1;
             d->funcs[nfuncs++] =
                 (struct raw_function){(uint64_t)vals[0], vals[1], vals[2], vals[3]};
-        } else if (f.num == P_LOCATION) {
+        } else if (f.num == PB_PROFILE_LOCATION) {
             if (read_location(d, f.body, &d->locs[nlocs++]) < 0) return -1;
         }
     }
@@ -668,16 +657,16 @@ static int sample_numbers(struct decoder *d, size_t index, const struct pb_field
 {
     struct pb packed = f->body;
     uint64_t v = f->v;
-    if (f->wire != WIRE_VARINT && f->wire != WIRE_LEN)
-        return expect_wire(d, f, WIRE_LEN, "a Sample number list");
+    if (f->wire != PB_VARINT && f->wire != PB_LEN)
+        return expect_wire(d, f, PB_LEN, "a Sample number list");
     for (;;) {
-        if (f->wire == WIRE_LEN) {
+        if (f->wire == PB_LEN) {
             if (packed.p >= packed.end) return 0;
             if (pb_varint(&packed, &v) < 0) return malformed(d, &packed, "a packed Sample list");
         }
         int rc =
             f->num == 1 ? sample_location(d, index, v, nlocs) : sample_value(d, index, v, nvalues);
-        if (rc < 0 || f->wire == WIRE_VARINT) return rc;
+        if (rc < 0 || f->wire == PB_VARINT) return rc;
     }
 }
 
@@ -711,7 +700,7 @@ static int read_samples(struct decoder *d, struct pb r)
     struct pb_field f;
     size_t n = 0;
     while (pb_next(&r, &f) == 1)
-        if (f.num == P_SAMPLE && read_sample(d, n++, f.body) < 0) return -1;
+        if (f.num == PB_PROFILE_SAMPLE && read_sample(d, n++, f.body) < 0) return -1;
     return 0;
 }
 

@@ -435,19 +435,6 @@ int stackmerge_add_decoded(struct stackmerge *m, const struct pprof_decoded *p, 
 
 /* ---- pprof writer ------------------------------------------------------------------------ */
 
-enum {
-    F_SAMPLE_TYPE = 1,
-    F_SAMPLE = 2,
-    F_MAPPING = 3,
-    F_LOCATION = 4,
-    F_FUNCTION = 5,
-    F_STRING_TABLE = 6,
-    F_TIME_NANOS = 9,
-    F_DURATION_NANOS = 10,
-    F_PERIOD_TYPE = 11,
-    F_PERIOD = 12,
-};
-
 struct pprof_out {
     const struct stackmerge *m;
     uint32_t *func_of_frame; /* frame id -> Function id, 0 = frame unused */
@@ -503,65 +490,22 @@ static int pprof_tables(struct pprof_out *o)
     return 0;
 }
 
-static int emit_value_type(struct buf *out, unsigned field, uint32_t type, uint32_t unit)
-{
-    struct pb_small_msg v = {.n = 0};
-    pb_small_varint_field(&v, 1, type);
-    pb_small_varint_field(&v, 2, unit);
-    return pb_emit_small(out, field, &v);
-}
-
 static int emit_sample(struct buf *out, const struct stackmerge *m, const struct sm_stack *s)
 {
-    size_t locs_len = 0;
-    for (uint32_t d = 0; d < s->depth; d++)
-        locs_len += pb_varint_size((uint64_t)m->pool[s->first + d] + 1);
-    size_t value_len = pb_varint_size((uint64_t)s->value);
-    size_t msg_len =
-        1 + pb_varint_size(locs_len) + locs_len + 1 + pb_varint_size(value_len) + value_len;
-    if (buf_reserve(out, 1 + pb_varint_size(msg_len) + msg_len) < 0) return -1;
-    uint8_t *p = (uint8_t *)out->data + out->len;
-    *p++ = pb_tag(F_SAMPLE, PB_LEN);
-    p = pb_put_varint(p, msg_len);
-    *p++ = pb_tag(1, PB_LEN); /* location_id, packed */
-    p = pb_put_varint(p, locs_len);
-    for (uint32_t d = 0; d < s->depth; d++)
-        p = pb_put_varint(p, (uint64_t)m->pool[s->first + d] + 1);
-    *p++ = pb_tag(2, PB_LEN); /* value, packed */
-    p = pb_put_varint(p, value_len);
-    p = pb_put_varint(p, (uint64_t)s->value);
-    out->len = (size_t)(p - (uint8_t *)out->data);
-    out->data[out->len] = '\0';
-    return 0;
+    uint64_t value = (uint64_t)s->value;
+    return pb_emit_sample(out, m->pool + s->first, s->depth, 1, &value, 1);
 }
 
 static int emit_tables(const struct pprof_out *o, struct buf *out)
 {
     const struct stackmerge *m = o->m;
-    struct pb_small_msg map = {.n = 0};
-    pb_small_varint_field(&map, 1, 1);                /* id */
-    pb_small_varint_field(&map, 5, o->extra_mapping); /* filename */
-    for (unsigned field = 7; field <= 9; field++)     /* has_functions, _filenames, _lines */
-        pb_small_varint_field(&map, field, 1);
-    if (pb_emit_small(out, F_MAPPING, &map) < 0) return -1;
-    for (size_t id = 0; id < m->nframes; id++) {
-        if (!o->func_of_frame[id]) continue;
-        struct pb_small_msg line = {.n = 0}, loc = {.n = 0};
-        pb_small_varint_field(&line, 1, o->func_of_frame[id]);
-        pb_small_varint_field(&line, 2, (uint64_t)m->frames[id].line);
-        pb_small_varint_field(&loc, 1, id + 1);
-        pb_small_varint_field(&loc, 2, 1); /* mapping_id */
-        pb_small_nested_field(&loc, 4, &line);
-        if (pb_emit_small(out, F_LOCATION, &loc) < 0) return -1;
-    }
-    for (size_t f = 0; f < o->nfuncs; f++) {
-        struct pb_small_msg fn = {.n = 0};
-        pb_small_varint_field(&fn, 1, f + 1);
-        pb_small_varint_field(&fn, 2, o->funcs[f].function);
-        pb_small_varint_field(&fn, 3, o->funcs[f].function);
-        pb_small_varint_field(&fn, 4, o->funcs[f].file);
-        if (pb_emit_small(out, F_FUNCTION, &fn) < 0) return -1;
-    }
+    if (pb_emit_python_mapping(out, o->extra_mapping) < 0) return -1;
+    for (size_t id = 0; id < m->nframes; id++)
+        if (o->func_of_frame[id] &&
+            pb_emit_location(out, id + 1, o->func_of_frame[id], m->frames[id].line) < 0)
+            return -1;
+    for (size_t f = 0; f < o->nfuncs; f++)
+        if (pb_emit_function(out, f + 1, o->funcs[f].function, o->funcs[f].file) < 0) return -1;
     return 0;
 }
 
@@ -569,10 +513,12 @@ static int emit_strings(const struct stackmerge *m, const char *const *extra, si
                         struct buf *out)
 {
     for (uint32_t i = 0; i < m->strings.count; i++)
-        if (pb_emit_len_field(out, F_STRING_TABLE, m->strings.strings[i], m->strings.lens[i]) < 0)
+        if (pb_emit_len_field(out, PB_PROFILE_STRING_TABLE, m->strings.strings[i],
+                              m->strings.lens[i]) < 0)
             return -1;
     for (size_t i = 0; i < nextra; i++)
-        if (pb_emit_len_field(out, F_STRING_TABLE, extra[i], strlen(extra[i])) < 0) return -1;
+        if (pb_emit_len_field(out, PB_PROFILE_STRING_TABLE, extra[i], strlen(extra[i])) < 0)
+            return -1;
     return 0;
 }
 
@@ -585,14 +531,15 @@ static int emit_pprof(struct pprof_out *o, const struct stackmerge_pprof_meta *m
     o->extra_type = m->strings.count;
     o->extra_unit = m->strings.count + 1;
     o->extra_mapping = m->strings.count + 2;
-    if (emit_value_type(out, F_SAMPLE_TYPE, o->extra_type, o->extra_unit) < 0) return -1;
+    if (pb_emit_value_type(out, PB_PROFILE_SAMPLE_TYPE, o->extra_type, o->extra_unit) < 0)
+        return -1;
     for (size_t s = 0; s < m->nstacks; s++)
         if (m->stacks[s].value && emit_sample(out, m, &m->stacks[s]) < 0) return -1;
     if (emit_tables(o, out) < 0 || emit_strings(m, extra, 3, out) < 0) return -1;
-    if (pb_emit_varint_field(out, F_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
-        pb_emit_varint_field(out, F_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
-        emit_value_type(out, F_PERIOD_TYPE, o->extra_type, o->extra_unit) < 0 ||
-        pb_emit_varint_field(out, F_PERIOD, (uint64_t)meta->period) < 0)
+    if (pb_emit_varint_field(out, PB_PROFILE_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
+        pb_emit_varint_field(out, PB_PROFILE_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
+        pb_emit_value_type(out, PB_PROFILE_PERIOD_TYPE, o->extra_type, o->extra_unit) < 0 ||
+        pb_emit_varint_field(out, PB_PROFILE_PERIOD, (uint64_t)meta->period) < 0)
         return -1;
     return 0;
 }

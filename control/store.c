@@ -195,6 +195,62 @@ static int run(struct store *st, sqlite3_stmt *s, struct cp_err *err)
     return 0;
 }
 
+/* How collect_rows() reads one row into one element of its array. */
+struct row_reader {
+    size_t size; /* of one element */
+    void (*read)(const struct store *st, sqlite3_stmt *s, void *item, const void *ctx);
+    const void *ctx;
+    const char *what;  /* for a database error: "list tokens" */
+    const char *nomem; /* the whole message when memory runs out */
+};
+
+/* The arrays collect_rows() grows hold 16, 32, 64, ... elements: full at 0 and at each power of
+ * two from 16, so it can append to an array an earlier call filled without being told its size. */
+static bool rows_full(size_t count)
+{
+    return count == 0 || (count >= 16 && (count & (count - 1)) == 0);
+}
+
+/* Steps s to its end, appending one element per row to the malloc'd array *items (*count
+ * elements, possibly from earlier calls). 0, or -1 with err; the array then holds the rows read
+ * so far, for the caller to free. Resets s. */
+static int collect_rows(struct store *st, sqlite3_stmt *s, const struct row_reader *r, void **items,
+                        size_t *count, struct cp_err *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (rows_full(*count)) {
+            void *p = realloc(*items, (*count ? *count * 2 : 16) * r->size);
+            if (!p) break;
+            *items = p;
+        }
+        r->read(st, s, (char *)*items + (*count)++ * r->size, r->ctx);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc == SQLITE_ROW) {
+        cp_err_set(err, CP_ERR_NOMEM, "%s", r->nomem);
+        return -1;
+    }
+    return db_fail(st, err, r->what);
+}
+
+/* All rows of statement id (no parameters) as a fresh array; on error none (*items NULL). */
+static int list_rows(struct store *st, enum stmt_id id, const struct row_reader *r, void **items,
+                     size_t *count, struct cp_err *err)
+{
+    *items = NULL;
+    *count = 0;
+    sqlite3_stmt *s = stmt(st, id, err);
+    int rc = s ? collect_rows(st, s, r, items, count, err) : -1;
+    if (rc < 0) {
+        free(*items);
+        *items = NULL;
+        *count = 0;
+    }
+    return rc;
+}
+
 static int exec_simple(struct store *st, enum stmt_id id, struct cp_err *err)
 {
     sqlite3_stmt *s = stmt(st, id, err);
@@ -504,34 +560,22 @@ int store_token_check(struct store *st, const char *token, struct store_token_in
     return found;
 }
 
+static void token_row(const struct store *st, sqlite3_stmt *s, void *item, const void *ctx)
+{
+    (void)st;
+    (void)ctx;
+    read_token_row(s, item);
+}
+
 int store_token_list(struct store *st, struct store_token_info **out, size_t *count,
                      struct cp_err *err)
 {
-    *out = NULL;
-    *count = 0;
-    sqlite3_stmt *s = stmt(st, S_TOKEN_LIST, err);
-    if (!s) return -1;
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct store_token_info *p = realloc(*out, cap * sizeof *p);
-            if (!p) break;
-            *out = p;
-        }
-        read_token_row(s, &(*out)[(*count)++]);
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) return 0;
-    free(*out);
-    *out = NULL;
-    *count = 0;
-    if (rc == SQLITE_ROW) {
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory listing tokens");
-        return -1;
-    }
-    return db_fail(st, err, "list tokens");
+    static const struct row_reader reader = {sizeof **out, token_row, NULL, "list tokens",
+                                             "out of memory listing tokens"};
+    void *items = NULL;
+    int rc = list_rows(st, S_TOKEN_LIST, &reader, &items, count, err);
+    *out = items;
+    return rc;
 }
 
 int store_token_print(struct store *st, FILE *f, struct cp_err *err)
@@ -655,34 +699,21 @@ int store_project_put(struct store *st, const char *id, enum store_plan plan,
     return finish(st, project_put_locked(st, id, plan, out, err), err);
 }
 
+static void project_row(const struct store *st, sqlite3_stmt *s, void *item, const void *ctx)
+{
+    (void)ctx;
+    read_project_row(st, s, item);
+}
+
 int store_project_list(struct store *st, struct store_project **out, size_t *count,
                        struct cp_err *err)
 {
-    *out = NULL;
-    *count = 0;
-    sqlite3_stmt *s = stmt(st, S_PROJECT_LIST, err);
-    if (!s) return -1;
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct store_project *p = realloc(*out, cap * sizeof *p);
-            if (!p) break;
-            *out = p;
-        }
-        read_project_row(st, s, &(*out)[(*count)++]);
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) return 0;
-    free(*out);
-    *out = NULL;
-    *count = 0;
-    if (rc == SQLITE_ROW) {
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory listing projects");
-        return -1;
-    }
-    return db_fail(st, err, "list projects");
+    static const struct row_reader reader = {sizeof **out, project_row, NULL, "list projects",
+                                             "out of memory listing projects"};
+    void *items = NULL;
+    int rc = list_rows(st, S_PROJECT_LIST, &reader, &items, count, err);
+    *out = items;
+    return rc;
 }
 
 json_t *store_env_json(const struct store_env *e)
@@ -895,28 +926,23 @@ int store_env_set_lease(struct store *st, const char *project, const char *id, i
     return sqlite3_changes(st->db) > 0;
 }
 
-/* Collects the rows of an environment query. */
+static void env_row(const struct store *st, sqlite3_stmt *s, void *item, const void *ctx)
+{
+    (void)st;
+    (void)ctx;
+    read_env_row(s, item);
+}
+
+/* Appends the rows of an environment query to *out. */
 static int collect_envs(struct store *st, sqlite3_stmt *s, struct store_env **out, size_t *count,
                         struct cp_err *err)
 {
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct store_env *p = realloc(*out, cap * sizeof *p);
-            if (!p) break;
-            *out = p;
-        }
-        read_env_row(s, &(*out)[(*count)++]);
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) return 0;
-    if (rc == SQLITE_ROW) {
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory listing environments");
-        return -1;
-    }
-    return db_fail(st, err, "list environments");
+    static const struct row_reader reader = {sizeof **out, env_row, NULL, "list environments",
+                                             "out of memory listing environments"};
+    void *items = *out;
+    int rc = collect_rows(st, s, &reader, &items, count, err);
+    *out = items;
+    return rc;
 }
 
 int store_env_list(struct store *st, const char *project, bool only_on, struct store_env **out,
@@ -964,33 +990,28 @@ struct active_project {
     int64_t counted_until; /* min(now, latest lease end) */
 };
 
+static void active_project_row(const struct store *st, sqlite3_stmt *s, void *item, const void *ctx)
+{
+    (void)st;
+    int64_t now = *(const int64_t *)ctx;
+    struct active_project *a = item;
+    copy_col(s, 0, a->id, sizeof a->id);
+    bool unleased = sqlite3_column_int64(s, 2) > 0;
+    int64_t lease = sqlite3_column_int64(s, 1);
+    a->counted_until = unleased || lease > now ? now : lease;
+}
+
 static int active_projects(struct store *st, int64_t now, struct active_project **out,
                            size_t *count, struct cp_err *err)
 {
+    const struct row_reader reader = {sizeof **out, active_project_row, &now, "quota tick",
+                                      "out of memory in the quota tick"};
     sqlite3_stmt *s = stmt(st, S_ENV_ACTIVE_BY_PROJECT, err);
     if (!s) return -1;
-    size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct active_project *p = realloc(*out, cap * sizeof *p);
-            if (!p) break;
-            *out = p;
-        }
-        struct active_project *a = &(*out)[(*count)++];
-        copy_col(s, 0, a->id, sizeof a->id);
-        bool unleased = sqlite3_column_int64(s, 2) > 0;
-        int64_t lease = sqlite3_column_int64(s, 1);
-        a->counted_until = unleased || lease > now ? now : lease;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) return 0;
-    if (rc == SQLITE_ROW) {
-        cp_err_set(err, CP_ERR_NOMEM, "out of memory in the quota tick");
-        return -1;
-    }
-    return db_fail(st, err, "quota tick");
+    void *items = *out;
+    int rc = collect_rows(st, s, &reader, &items, count, err);
+    *out = items;
+    return rc;
 }
 
 /* Marks project exhausted and switches its environments off, appending them to stopped. */

@@ -1,13 +1,17 @@
 /* pbwire: the protocol-buffers wire writers every hand-encoded profile of conprof shares (the
- * agent's pprof.c and the console's merged profiles), plus the gzip wrapper pprof files use.
+ * agent's pprof.c and the console's merged profiles), the profile.proto field numbers (also used
+ * by the console's reader, pprof_read.c), the sub-messages both writers emit the same way, and the
+ * gzip wrapper pprof files use.
  *
  * Contract: varints are unsigned LEB128; negative int64 values are passed cast to uint64 (ten
  * bytes, as protobuf's int64 does). Varint fields follow proto3: a zero value is left out.
  * A pb_small_msg is a fixed buffer for sub-messages known to be small (callers keep within
  * PB_SMALL_MSG_MAX: at most eight varint fields, or fewer plus one nested small message). The
  * buf emitters return 0, or -1 when memory runs out (out may then hold a partial field: callers
- * roll back to their saved length). pb_gzip_append() appends one gzip stream and leaves out
- * unchanged on error. All static inline: no state, thread-safe.
+ * roll back to their saved length). String arguments of the pprof emitters are string-table
+ * indexes. Every Location belongs to the one Mapping (id PB_PPROF_MAPPING_ID) that
+ * pb_emit_python_mapping() writes, flagged as symbolized. pb_gzip_append() appends one gzip
+ * stream and leaves out unchanged on error. All static inline: no state, thread-safe.
  */
 #ifndef CONPROF_PBWIRE_H
 #define CONPROF_PBWIRE_H
@@ -21,7 +25,24 @@
 #include "buf.h"
 #include "error.h"
 
-enum { PB_VARINT = 0, PB_LEN = 2 };
+enum { PB_VARINT = 0, PB_FIXED64 = 1, PB_LEN = 2, PB_FIXED32 = 5 };
+
+/* perftools.profiles.Profile field numbers (profile.proto). */
+enum {
+    PB_PROFILE_SAMPLE_TYPE = 1,
+    PB_PROFILE_SAMPLE = 2,
+    PB_PROFILE_MAPPING = 3,
+    PB_PROFILE_LOCATION = 4,
+    PB_PROFILE_FUNCTION = 5,
+    PB_PROFILE_STRING_TABLE = 6,
+    PB_PROFILE_TIME_NANOS = 9,
+    PB_PROFILE_DURATION_NANOS = 10,
+    PB_PROFILE_PERIOD_TYPE = 11,
+    PB_PROFILE_PERIOD = 12,
+    PB_PROFILE_COMMENT = 13,
+};
+
+#define PB_PPROF_MAPPING_ID 1
 
 #define PB_SMALL_MSG_MAX 96
 
@@ -91,6 +112,81 @@ static inline int pb_emit_varint_field(struct buf *out, unsigned field, uint64_t
 static inline int pb_emit_small(struct buf *out, unsigned field, const struct pb_small_msg *m)
 {
     return pb_emit_len_field(out, field, m->b, m->n);
+}
+
+/* --- profile.proto sub-messages --- */
+
+/* A ValueType (type, unit) as Profile field `field` (sample_type or period_type). */
+static inline int pb_emit_value_type(struct buf *out, unsigned field, uint64_t type, uint64_t unit)
+{
+    struct pb_small_msg m = {.n = 0};
+    pb_small_varint_field(&m, 1, type);
+    pb_small_varint_field(&m, 2, unit);
+    return pb_emit_small(out, field, &m);
+}
+
+/* A Sample: location ids ids[0..depth) + id_bias (leaf first) and values, both packed. Its size
+ * is computed first so it is written straight into the reserved output, however deep. */
+static inline int pb_emit_sample(struct buf *out, const uint32_t *ids, uint32_t depth,
+                                 uint64_t id_bias, const uint64_t *values, size_t nvalues)
+{
+    size_t locs_len = 0, values_len = 0;
+    for (uint32_t d = 0; d < depth; d++)
+        locs_len += pb_varint_size(ids[d] + id_bias);
+    for (size_t i = 0; i < nvalues; i++)
+        values_len += pb_varint_size(values[i]);
+    size_t msg_len =
+        1 + pb_varint_size(locs_len) + locs_len + 1 + pb_varint_size(values_len) + values_len;
+    if (buf_reserve(out, 1 + pb_varint_size(msg_len) + msg_len) < 0) return -1;
+    uint8_t *p = (uint8_t *)out->data + out->len;
+    *p++ = pb_tag(PB_PROFILE_SAMPLE, PB_LEN);
+    p = pb_put_varint(p, msg_len);
+    *p++ = pb_tag(1, PB_LEN); /* location_id, packed */
+    p = pb_put_varint(p, locs_len);
+    for (uint32_t d = 0; d < depth; d++)
+        p = pb_put_varint(p, ids[d] + id_bias);
+    *p++ = pb_tag(2, PB_LEN); /* value, packed */
+    p = pb_put_varint(p, values_len);
+    for (size_t i = 0; i < nvalues; i++)
+        p = pb_put_varint(p, values[i]);
+    out->len = (size_t)(p - (uint8_t *)out->data);
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* The one Mapping: PB_PPROF_MAPPING_ID, named `filename`, flagged as having functions, file
+ * names and line numbers, which tells pprof the profile is already symbolized. */
+static inline int pb_emit_python_mapping(struct buf *out, uint64_t filename)
+{
+    struct pb_small_msg m = {.n = 0};
+    pb_small_varint_field(&m, 1, PB_PPROF_MAPPING_ID);
+    pb_small_varint_field(&m, 5, filename);
+    for (unsigned field = 7; field <= 9; field++) /* has_functions, _filenames, _line_numbers */
+        pb_small_varint_field(&m, field, 1);
+    return pb_emit_small(out, PB_PROFILE_MAPPING, &m);
+}
+
+/* A Location of the one Mapping with its one Line (function_id, line). */
+static inline int pb_emit_location(struct buf *out, uint64_t id, uint64_t function_id, int64_t line)
+{
+    struct pb_small_msg ln = {.n = 0}, loc = {.n = 0};
+    pb_small_varint_field(&ln, 1, function_id);
+    pb_small_varint_field(&ln, 2, (uint64_t)line);
+    pb_small_varint_field(&loc, 1, id);
+    pb_small_varint_field(&loc, 2, PB_PPROF_MAPPING_ID);
+    pb_small_nested_field(&loc, 4, &ln);
+    return pb_emit_small(out, PB_PROFILE_LOCATION, &loc);
+}
+
+/* A Function; system_name repeats name (Python has one name only). */
+static inline int pb_emit_function(struct buf *out, uint64_t id, uint64_t name, uint64_t file)
+{
+    struct pb_small_msg m = {.n = 0};
+    pb_small_varint_field(&m, 1, id);
+    pb_small_varint_field(&m, 2, name);
+    pb_small_varint_field(&m, 3, name);
+    pb_small_varint_field(&m, 4, file);
+    return pb_emit_small(out, PB_PROFILE_FUNCTION, &m);
 }
 
 /* Appends `len` bytes gzipped (one zlib gzip stream, windowBits 15 + 16) to out. */

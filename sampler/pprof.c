@@ -4,15 +4,13 @@
  * distinct (name, file) among them a Function id (a small open-addressing table keyed by the two
  * string ids) and intern every string the output needs into a fresh strtab, so the string table
  * holds only referenced strings even when the aggregate's strtab has collected years of names.
- * (3) Emit fields in field-number order. Small sub-messages (ValueType, Function, Location with
- * its one Line) are encoded into a fixed stack array and appended as tag + length + bytes; a
- * Sample, whose packed location ids can be long, has its size computed first and is then written
- * straight into the reserved output. Location id = frame id (ids are >= 1 and unique), and a
+ * (3) Emit fields in field-number order. Location id = frame id (ids are >= 1 and unique), and a
  * Sample lists them leaf first, which is the aggregate's order already. One Mapping (id 1,
  * "python", flagged as having functions, file names and line numbers) owns every Location: it
  * tells pprof the profile is already symbolized (no "Main binary filename not available" and no
  * attempt to symbolize). Compression is one zlib gzip stream (windowBits 15 + 16). The wire
- * writers and the gzip wrapper are shared with the console's merged profiles (pbwire.h).
+ * writers, the sub-message encoders (ValueType, Sample, Mapping, Location, Function) and the gzip
+ * wrapper are shared with the console's merged profiles (pbwire.h).
  */
 #include "profile_writers.h"
 
@@ -20,21 +18,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-/* Profile field numbers (profile.proto). */
-enum {
-    F_SAMPLE_TYPE = 1,
-    F_SAMPLE = 2,
-    F_MAPPING = 3,
-    F_LOCATION = 4,
-    F_FUNCTION = 5,
-    F_STRING_TABLE = 6,
-    F_TIME_NANOS = 9,
-    F_DURATION_NANOS = 10,
-    F_PERIOD_TYPE = 11,
-    F_PERIOD = 12,
-    F_COMMENT = 13,
-};
 
 struct function_key {
     uint32_t name, file; /* aggregate string ids */
@@ -140,64 +123,25 @@ static void free_builder(struct pprof_builder *pb)
 static int emit_value_type(struct pprof_builder *pb, struct buf *out, unsigned field,
                            const char *type, const char *unit)
 {
-    struct pb_small_msg m = {.n = 0};
-    pb_small_varint_field(&m, 1, out_string(pb, type));
-    pb_small_varint_field(&m, 2, out_string(pb, unit));
-    return pb_emit_small(out, field, &m);
+    uint32_t type_id = out_string(pb, type);
+    uint32_t unit_id = out_string(pb, unit);
+    return pb_emit_value_type(out, field, type_id, unit_id);
 }
 
 static int emit_sample(struct buf *out, const struct agg *a, const struct agg_stack *s)
 {
-    const uint32_t *ids = agg_stack_frames(a, s);
-    size_t locs_len = 0;
-    for (uint32_t d = 0; d < s->depth; d++)
-        locs_len += pb_varint_size(ids[d]);
     uint64_t values[3] = {s->samples, (uint64_t)s->wall_ns, (uint64_t)s->cpu_ns};
-    size_t values_len =
-        pb_varint_size(values[0]) + pb_varint_size(values[1]) + pb_varint_size(values[2]);
-    size_t msg_len =
-        1 + pb_varint_size(locs_len) + locs_len + 1 + pb_varint_size(values_len) + values_len;
-    if (buf_reserve(out, 1 + pb_varint_size(msg_len) + msg_len) < 0) return -1;
-    uint8_t *p = (uint8_t *)out->data + out->len;
-    *p++ = pb_tag(F_SAMPLE, PB_LEN);
-    p = pb_put_varint(p, msg_len);
-    *p++ = pb_tag(1, PB_LEN); /* location_id, packed */
-    p = pb_put_varint(p, locs_len);
-    for (uint32_t d = 0; d < s->depth; d++)
-        p = pb_put_varint(p, ids[d]);
-    *p++ = pb_tag(2, PB_LEN); /* value, packed */
-    p = pb_put_varint(p, values_len);
-    for (int i = 0; i < 3; i++)
-        p = pb_put_varint(p, values[i]);
-    out->len = (size_t)(p - (uint8_t *)out->data);
-    out->data[out->len] = '\0';
-    return 0;
+    return pb_emit_sample(out, agg_stack_frames(a, s), s->depth, 0, values, 3);
 }
 
 static int emit_locations(struct pprof_builder *pb, struct buf *out)
 {
     const struct agg *a = pb->a;
-    for (uint32_t id = 1; id <= a->nframes; id++) {
-        if (!pb->func_of_frame[id]) continue;
-        struct pb_small_msg line = {.n = 0}, loc = {.n = 0};
-        pb_small_varint_field(&line, 1, pb->func_of_frame[id]);
-        pb_small_varint_field(&line, 2, (uint64_t)(int64_t)a->frames[id].line);
-        pb_small_varint_field(&loc, 1, id);
-        pb_small_varint_field(&loc, 2, 1); /* mapping_id */
-        pb_small_nested_field(&loc, 4, &line);
-        if (pb_emit_small(out, F_LOCATION, &loc) < 0) return -1;
-    }
+    for (uint32_t id = 1; id <= a->nframes; id++)
+        if (pb->func_of_frame[id] &&
+            pb_emit_location(out, id, pb->func_of_frame[id], a->frames[id].line) < 0)
+            return -1;
     return 0;
-}
-
-static int emit_mapping(struct pprof_builder *pb, struct buf *out)
-{
-    struct pb_small_msg m = {.n = 0};
-    pb_small_varint_field(&m, 1, 1);                        /* id */
-    pb_small_varint_field(&m, 5, out_string(pb, "python")); /* filename */
-    for (unsigned field = 7; field <= 9; field++) /* has_functions, _filenames, _line_numbers */
-        pb_small_varint_field(&m, field, 1);
-    return pb_emit_small(out, F_MAPPING, &m);
 }
 
 static int emit_functions(struct pprof_builder *pb, struct buf *out)
@@ -205,12 +149,7 @@ static int emit_functions(struct pprof_builder *pb, struct buf *out)
     for (uint32_t f = 1; f <= pb->nfuncs; f++) {
         uint32_t name = pb->sid_map[pb->funcs[f - 1].name] - 1;
         uint32_t file = pb->sid_map[pb->funcs[f - 1].file] - 1;
-        struct pb_small_msg m = {.n = 0};
-        pb_small_varint_field(&m, 1, f);
-        pb_small_varint_field(&m, 2, name);
-        pb_small_varint_field(&m, 3, name); /* system_name: Python has one name only */
-        pb_small_varint_field(&m, 4, file);
-        if (pb_emit_small(out, F_FUNCTION, &m) < 0) return -1;
+        if (pb_emit_function(out, f, name, file) < 0) return -1;
     }
     return 0;
 }
@@ -218,25 +157,27 @@ static int emit_functions(struct pprof_builder *pb, struct buf *out)
 static int emit_profile(struct pprof_builder *pb, const struct pprof_meta *meta, struct buf *out)
 {
     const struct agg *a = pb->a;
-    if (emit_value_type(pb, out, F_SAMPLE_TYPE, "samples", "count") < 0 ||
-        emit_value_type(pb, out, F_SAMPLE_TYPE, "wall", "nanoseconds") < 0 ||
-        emit_value_type(pb, out, F_SAMPLE_TYPE, "cpu", "nanoseconds") < 0)
+    if (emit_value_type(pb, out, PB_PROFILE_SAMPLE_TYPE, "samples", "count") < 0 ||
+        emit_value_type(pb, out, PB_PROFILE_SAMPLE_TYPE, "wall", "nanoseconds") < 0 ||
+        emit_value_type(pb, out, PB_PROFILE_SAMPLE_TYPE, "cpu", "nanoseconds") < 0)
         return -1;
     for (uint32_t s = 0; s < a->nstacks; s++)
         if (emit_sample(out, a, &a->stacks[s]) < 0) return -1;
-    if (emit_mapping(pb, out) < 0 || emit_locations(pb, out) < 0 || emit_functions(pb, out) < 0)
+    if (pb_emit_python_mapping(out, out_string(pb, "python")) < 0 || emit_locations(pb, out) < 0 ||
+        emit_functions(pb, out) < 0)
         return -1;
     const struct strtab *st = &pb->out_strings;
     for (uint32_t i = 0; i < st->count; i++)
-        if (pb_emit_len_field(out, F_STRING_TABLE, st->strings[i], st->lens[i]) < 0) return -1;
-    if (pb_emit_varint_field(out, F_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
-        pb_emit_varint_field(out, F_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
-        emit_value_type(pb, out, F_PERIOD_TYPE, "cpu", "nanoseconds") < 0 ||
-        pb_emit_varint_field(out, F_PERIOD, (uint64_t)meta->period_nanos) < 0)
+        if (pb_emit_len_field(out, PB_PROFILE_STRING_TABLE, st->strings[i], st->lens[i]) < 0)
+            return -1;
+    if (pb_emit_varint_field(out, PB_PROFILE_TIME_NANOS, (uint64_t)meta->time_nanos) < 0 ||
+        pb_emit_varint_field(out, PB_PROFILE_DURATION_NANOS, (uint64_t)meta->duration_nanos) < 0 ||
+        emit_value_type(pb, out, PB_PROFILE_PERIOD_TYPE, "cpu", "nanoseconds") < 0 ||
+        pb_emit_varint_field(out, PB_PROFILE_PERIOD, (uint64_t)meta->period_nanos) < 0)
         return -1;
     for (size_t i = 0; meta->comments && i < meta->ncomments; i++)
         if (meta->comments[i] &&
-            pb_emit_varint_field(out, F_COMMENT, out_string(pb, meta->comments[i])) < 0)
+            pb_emit_varint_field(out, PB_PROFILE_COMMENT, out_string(pb, meta->comments[i])) < 0)
             return -1;
     return 0;
 }
