@@ -691,6 +691,21 @@ static void record_flushed(struct daemon *d, struct wstate *w, json_t *msg)
     }
 }
 
+/* An attach attempt's outcome, ahead of the period's counters. */
+static void record_attached(struct wstate *w, json_t *msg)
+{
+    json_int_t pid = json_integer_value(json_object_get(msg, "pid"));
+    for (int k = 0; k < w->nprocs; k++) {
+        struct wproc *p = &w->procs[k];
+        if (p->pid != pid) continue;
+        const char *py = json_string_value(json_object_get(msg, "python"));
+        const char *error = json_string_value(json_object_get(msg, "error"));
+        snprintf(p->python, sizeof p->python, "%s", py ? py : "");
+        snprintf(p->error, sizeof p->error, "%s", error ? error : "");
+        p->attached = json_is_true(json_object_get(msg, "attached"));
+    }
+}
+
 static void read_worker(struct daemon *d, struct wstate *w)
 {
     char chunk[65536];
@@ -715,6 +730,8 @@ static void read_worker(struct daemon *d, struct wstate *w)
             submit_profile(d, w, &m);
         else if (m.type == WP_FLUSHED)
             record_flushed(d, w, m.json);
+        else if (m.type == WP_ATTACHED)
+            record_attached(w, m.json);
         worker_msg_free(&m);
     }
     if (rc < 0) worker_failed(d, w, err.msg);

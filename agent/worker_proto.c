@@ -29,7 +29,8 @@ static uint32_t get_u32(const uint8_t *p)
 
 static bool known_type(uint32_t t)
 {
-    return t == WP_TARGETS || t == WP_FLUSH || t == WP_STOP || t == WP_PROFILE || t == WP_FLUSHED;
+    return t == WP_TARGETS || t == WP_FLUSH || t == WP_STOP || t == WP_PROFILE || t == WP_FLUSHED ||
+           t == WP_ATTACHED;
 }
 
 int worker_proto_encode(enum worker_msg_type type, const json_t *json, const void *blob,

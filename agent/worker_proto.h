@@ -20,6 +20,8 @@
  *                 + blob: the gzipped pprof of that application for the period
  *     WP_FLUSHED  {"period": int, "note": str, "targets": [{"pid": int, "python": str,
  *                  "samples": int, "errors": int, "attached": bool, "error": str}]}
+ *     WP_ATTACHED {"pid": int, "python": str, "attached": bool, "error": str}  right after each
+ *                 attach attempt, so the agent's status is current before the period ends
  */
 #ifndef CONPROF_AGENT_WORKER_PROTO_H
 #define CONPROF_AGENT_WORKER_PROTO_H
@@ -41,6 +43,7 @@ enum worker_msg_type {
     WP_STOP = 3,
     WP_PROFILE = 101,
     WP_FLUSHED = 102,
+    WP_ATTACHED = 103,
 };
 
 struct worker_msg {
