@@ -588,7 +588,19 @@ static void reconcile(struct daemon *d)
             w->used = false;
         }
     }
-    if (d->link) agent_link_set_targets(d->link, targets_json(d, targets, n));
+    if (d->link) {
+        agent_link_set_targets(d->link, targets_json(d, targets, n));
+        for (size_t i = 0; i < d->nsessions; i++) {
+            int64_t count = 0;
+            for (int k = 0; k < MAX_WORKERS; k++)
+                for (int j = 0; d->workers[k].used && j < d->workers[k].nprocs; j++) {
+                    int app = d->workers[k].procs[j].app;
+                    count += app >= 0 && app < MAX_APPS &&
+                             !strcmp(d->apps[app].session_id, d->sessions[i].id);
+                }
+            agent_link_set_session_targets(d->link, d->sessions[i].id, count);
+        }
+    }
 }
 
 /* ---- periods and profiles ---------------------------------------------------------------- */
@@ -1110,6 +1122,16 @@ int daemon_run(const struct daemon_settings *settings, daemon_reload_fn *reload_
         note_error(d, "kubelet lookup off: %s", err.msg);
     if (d->cfg.console.url) {
         static const char *const CAPABILITIES[] = {"cpu", "wall", NULL};
+        char state_dir[4096];
+        snprintf(state_dir, sizeof state_dir, "%s", d->cfg.console.state_file);
+        char *slash = strrchr(state_dir, '/');
+        if (slash && slash != state_dir) {
+            *slash = '\0';
+            if (sink_mkdir_p(state_dir, 0700, &err) < 0) {
+                cli_error("console: the state file's directory: %s", err.msg);
+                goto out;
+            }
+        }
         struct agent_link_options lo = {.url = d->cfg.console.url,
                                         .token = d->cfg.console.token,
                                         .ca_file = d->cfg.console.ca_file,
