@@ -24,18 +24,16 @@ from pathlib import Path
 import pytest
 import websockets
 
+import e2e_support as sup
+
+free_port = sup.free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SUBPROTOCOL = "conprof-agent-v1"
 
 
 def console_path():
     return Path(os.environ.get("CONPROF_CONSOLE", REPO / "build" / "conprof-console"))
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_console(args, timeout=30):

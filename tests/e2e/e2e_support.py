@@ -9,6 +9,7 @@ in the source with a comment "# LINE:<name>", so no line number is written in a 
 import gzip
 import json
 import os
+import socket
 import re
 import select
 import shutil
@@ -501,3 +502,10 @@ def check_pprof(path, functions, workdir):
         assert fn in in_top, "go tool pprof -top does not show %r:\n%s" % (fn, top[:4000])
         assert fn in in_raw, "go tool pprof -raw has no function %r:\n%s" % (fn, raw[:4000])
     return types, samples, locations
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -35,6 +34,8 @@ from pathlib import Path
 import pytest
 
 import e2e_support as sup
+
+free_port = sup.free_port
 
 PERIOD_S = 2
 DISCOVERY_S = 1
@@ -595,12 +596,6 @@ def receivers():
     yield start
     for r in started:
         r.close()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spool_files(spool_dir):

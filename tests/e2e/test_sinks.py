@@ -14,9 +14,7 @@ verification (refused without the CA, delivered with --ca).
 import email.utils
 import gzip
 import json
-import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -29,6 +27,8 @@ from pathlib import Path
 import pytest
 
 import e2e_support as sup
+
+free_port = sup.free_port
 
 REPO = sup.REPO
 FROM_S = 1714564845  # the driver's default --from-unix-s
@@ -159,12 +159,6 @@ def workdir():
     d = Path(tempfile.mkdtemp(prefix="conprof-sinks-"))
     yield d
     shutil.rmtree(str(d), ignore_errors=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
