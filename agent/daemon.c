@@ -522,24 +522,24 @@ static void report_target(struct daemon *d, const struct wproc *p, bool attached
     json_decref(target);
 }
 
-/* Reports the processes that left a worker's list (all of them when `after` is empty) and those that joined it. */
+/* Whether `list` holds the same process (pid and start time) for the same application. */
+static bool holds(const struct wproc *list, int n, const struct wproc *p)
+{
+    for (int i = 0; i < n; i++)
+        if (list[i].pid == p->pid && list[i].start_time == p->start_time && list[i].app == p->app)
+            return true;
+    return false;
+}
+
+/* Reports the processes that left a worker's list (all of them when `after` is empty) and those
+ * that joined it. */
 static void report_changes(struct daemon *d, const struct wproc *before, int nbefore,
                            const struct wproc *after, int nafter)
 {
-    for (int i = 0; i < nbefore; i++) {
-        bool kept = false;
-        for (int j = 0; j < nafter && !kept; j++)
-            kept = after[j].pid == before[i].pid && after[j].start_time == before[i].start_time &&
-                   after[j].app == before[i].app;
-        if (!kept) report_target(d, &before[i], false);
-    }
-    for (int j = 0; j < nafter; j++) {
-        bool known = false;
-        for (int i = 0; i < nbefore && !known; i++)
-            known = after[j].pid == before[i].pid && after[j].start_time == before[i].start_time &&
-                    after[j].app == before[i].app;
-        if (!known) report_target(d, &after[j], true);
-    }
+    for (int i = 0; i < nbefore; i++)
+        if (!holds(after, nafter, &before[i])) report_target(d, &before[i], false);
+    for (int j = 0; j < nafter; j++)
+        if (!holds(before, nbefore, &after[j])) report_target(d, &after[j], true);
 }
 
 static void reconcile(struct daemon *d)

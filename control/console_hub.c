@@ -66,8 +66,7 @@ struct hub {
     struct hub_stats stats;
 };
 
-static void hub_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void hub_log(const char *fmt, ...)
+void console_log(const char *fmt, ...)
 {
     va_list ap;
     fputs("conprof-console: ", stderr);
@@ -168,7 +167,7 @@ static bool may_see(const struct hub_agent *a, const char *project)
 static void send_text(struct hub *hub, struct hub_agent *a, const char *text)
 {
     if (hub->send(a->conn, text, strlen(text), hub->send_ctx))
-        hub_log("agent %s (%s): send queue full, command dropped", a->token_name, a->node);
+        console_log("agent %s (%s): send queue full, command dropped", a->token_name, a->node);
     else
         hub->stats.commands_sent++;
 }
@@ -264,7 +263,7 @@ static void broadcast_stop(struct hub *hub, const char *project, const char *ses
     struct cp_err err = {0};
     char *text = build_stop(hub, session_id, reason, &err);
     if (!text) {
-        hub_log("stop %s: %s", session_id, err.msg);
+        console_log("stop %s: %s", session_id, err.msg);
         return;
     }
     broadcast(hub, project, text);
@@ -294,8 +293,8 @@ static enum hub_toggle_result toggle_on(struct hub *hub, const char *project,
     if (!text) return HUB_TOGGLE_ERROR;
     broadcast(hub, project, text);
     free(text);
-    hub_log("profiling on: %s/%s session %s, lease until %lld", project, environment,
-            env.session_id, (long long)env.lease_until);
+    console_log("profiling on: %s/%s session %s, lease until %lld", project, environment,
+                env.session_id, (long long)env.lease_until);
     return HUB_TOGGLE_OK;
 }
 
@@ -309,7 +308,7 @@ static enum hub_toggle_result toggle_off(struct hub *hub, const char *project,
         return HUB_TOGGLE_ERROR;
     if (found && before.session_id[0]) {
         broadcast_stop(hub, project, before.session_id, "toggle off");
-        hub_log("profiling off: %s/%s session %s", project, environment, before.session_id);
+        console_log("profiling off: %s/%s session %s", project, environment, before.session_id);
     }
     return HUB_TOGGLE_OK;
 }
@@ -338,8 +337,8 @@ static void stop_exhausted(struct hub *hub, const struct store_env *envs, size_t
         char where[2 * STORE_ID_MAX + 2];
         snprintf(where, sizeof(where), "%s/%s", envs[i].project, envs[i].id);
         add_event(hub, NULL, now, "quota_exhausted", envs[i].session_id, where, NULL);
-        hub_log("quota exhausted: %s/%s session %s stopped", envs[i].project, envs[i].id,
-                envs[i].session_id);
+        console_log("quota exhausted: %s/%s session %s stopped", envs[i].project, envs[i].id,
+                    envs[i].session_id);
     }
 }
 
@@ -428,7 +427,7 @@ static void record_agent(struct hub *hub, const struct hub_agent *a, bool connec
         .last_seen = a->last_seen,
     };
     if (store_agent_upsert(hub->store, &rec, &err))
-        hub_log("agent %s: cannot record it: %s", a->token_name, err.msg);
+        console_log("agent %s: cannot record it: %s", a->token_name, err.msg);
 }
 
 void hub_agent_disconnect(struct hub *hub, struct hub_agent *a, int64_t now)
@@ -436,7 +435,7 @@ void hub_agent_disconnect(struct hub *hub, struct hub_agent *a, int64_t now)
     if (a->hello_seen) {
         a->last_seen = now;
         record_agent(hub, a, false);
-        hub_log("agent %s (%s, %s) disconnected", a->token_name, a->node, a->agent_id);
+        console_log("agent %s (%s, %s) disconnected", a->token_name, a->node, a->agent_id);
     }
     if (a->prev)
         a->prev->next = a->next;
@@ -451,8 +450,8 @@ static void reject(struct hub *hub, struct hub_agent *a, int64_t now, const char
 {
     hub->stats.frames_rejected++;
     if (a->rejected++ < LOG_REJECTS_PER_AGENT) {
-        hub_log("agent %s (%s): frame ignored: %s", a->token_name,
-                a->node[0] ? a->node : "before hello", why);
+        console_log("agent %s (%s): frame ignored: %s", a->token_name,
+                    a->node[0] ? a->node : "before hello", why);
         add_event(hub, a, now, "rejected_frame", NULL, why, NULL);
     }
 }
@@ -473,7 +472,7 @@ static void reconcile(struct hub *hub, struct hub_agent *a, const struct proto_h
     struct store_project p = {0};
     if (store_env_list(hub->store, a->token_project[0] ? a->token_project : NULL, true, &envs, &n,
                        &err)) {
-        hub_log("agent %s: reconcile: %s", a->token_name, err.msg);
+        console_log("agent %s: reconcile: %s", a->token_name, err.msg);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -491,7 +490,7 @@ static void reconcile(struct hub *hub, struct hub_agent *a, const struct proto_h
         if (text) send_text(hub, a, text);
         free(text);
     }
-    if (err.msg[0]) hub_log("agent %s: reconcile: %s", a->token_name, err.msg);
+    if (err.msg[0]) console_log("agent %s: reconcile: %s", a->token_name, err.msg);
     free(envs);
 }
 
@@ -505,8 +504,9 @@ static void on_hello(struct hub *hub, struct hub_agent *a, struct proto_hello *h
     a->hello_seen = true;
     a->last_seen = now;
     record_agent(hub, a, true);
-    hub_log("agent %s (%s, %s, version %s) said hello: %zu targets, %zu sessions", a->token_name,
-            a->node, a->agent_id, a->version, json_array_size(a->targets), h->session_count);
+    console_log("agent %s (%s, %s, version %s) said hello: %zu targets, %zu sessions",
+                a->token_name, a->node, a->agent_id, a->version, json_array_size(a->targets),
+                h->session_count);
     reconcile(hub, a, h);
 }
 
@@ -536,9 +536,9 @@ static void on_event(struct hub *hub, struct hub_agent *a, const struct proto_ev
     const char *kind = proto_event_kind_name(ev->kind);
     hub->stats.events++;
     add_event(hub, a, now, kind, ev->session_id, ev->message, NULL);
-    hub_log("agent %s (%s): event %s%s%s%s%s", a->token_name, a->node, kind,
-            ev->session_id[0] ? " session " : "", ev->session_id, ev->message[0] ? ": " : "",
-            ev->message);
+    console_log("agent %s (%s): event %s%s%s%s%s", a->token_name, a->node, kind,
+                ev->session_id[0] ? " session " : "", ev->session_id, ev->message[0] ? ": " : "",
+                ev->message);
 }
 
 static void on_nack(struct hub *hub, struct hub_agent *a, const struct proto_nack *nack,
@@ -546,8 +546,8 @@ static void on_nack(struct hub *hub, struct hub_agent *a, const struct proto_nac
 {
     hub->stats.nacks++;
     add_event(hub, a, now, "nack", NULL, nack->error, nack->field);
-    hub_log("agent %s (%s): nack of command %s: %s: %s", a->token_name, a->node,
-            nack->id[0] ? nack->id : "?", nack->field, nack->error);
+    console_log("agent %s (%s): nack of command %s: %s: %s", a->token_name, a->node,
+                nack->id[0] ? nack->id : "?", nack->field, nack->error);
 }
 
 static enum hub_verdict dispatch(struct hub *hub, struct hub_agent *a, struct proto_agent_msg *m,
@@ -600,8 +600,8 @@ enum hub_verdict hub_agent_frame(struct hub *hub, struct hub_agent *a, const cha
         enum proto_type type = m.type;
         proto_agent_msg_free(&m);
         if (err.code == CP_ERR_UNSUPPORTED && type == PROTO_HELLO) {
-            hub_log("agent %s: hello of another protocol version (%s): closing", a->token_name,
-                    err.msg);
+            console_log("agent %s: hello of another protocol version (%s): closing", a->token_name,
+                        err.msg);
             return HUB_CLOSE_VERSION;
         }
         reject(hub, a, now, err.msg);

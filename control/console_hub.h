@@ -46,6 +46,9 @@ struct hub_config {
     int upload_timeout;    /* start.upload_timeout (HUB_DEFAULT_UPLOAD_TIMEOUT) */
 };
 
+/* One line "conprof-console: <text>" on stderr: the console's log, for every part of it. */
+void console_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The store stays owned by the caller and must outlive the hub. */
 struct hub *hub_new(struct store *store, const struct hub_config *config, hub_send_fn send,
                     void *send_ctx, struct cp_err *err);

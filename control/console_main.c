@@ -7,6 +7,7 @@
  * that sig_atomic_t is the program's only global mutable state, because a signal handler can
  * reach nothing else.
  */
+#include "console_hub.h"
 #include "console_server.h"
 #include "store.h"
 
@@ -30,17 +31,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("conprof-console: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -189,7 +179,7 @@ static void raise_fd_limit(void)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl))
-            say("cannot raise the open file limit: %s", strerror(errno));
+            console_log("cannot raise the open file limit: %s", strerror(errno));
     }
 }
 
@@ -214,7 +204,7 @@ static int cmd_serve(int argc, char **argv)
     raise_fd_limit();
     struct cp_err err = {0};
     if (console_server_run(&o, &stop_requested, &err)) {
-        say("%s", err.msg);
+        console_log("%s", err.msg);
         return err.code == CP_ERR_INVALID ? EXIT_USAGE : EXIT_RUN;
     }
     return EXIT_OK;
@@ -312,7 +302,7 @@ static int cmd_token(int argc, char **argv)
     struct cp_err err = {0};
     struct store *st = store_open(a.data_dir, &err);
     if (!st || token_run(sub, &a, st, &err)) {
-        say("token %s: %s", sub, err.msg);
+        console_log("token %s: %s", sub, err.msg);
         if (st) store_close(st);
         return err.code == CP_ERR_INVALID ? EXIT_USAGE : EXIT_RUN;
     }
@@ -354,7 +344,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return EXIT_OK;
     }
-    say("unknown command '%s'", cmd);
+    console_log("unknown command '%s'", cmd);
     usage(stderr);
     return EXIT_USAGE;
 }

@@ -539,9 +539,9 @@ static void run_retention(struct server *srv, int64_t now)
     struct cp_err err = {0};
     int64_t removed = store_retention(srv->store, now - srv->opts->retention_minutes * 60, &err);
     if (removed < 0)
-        fprintf(stderr, "conprof-console: retention: %s\n", err.msg);
+        console_log("retention: %s", err.msg);
     else if (removed > 0)
-        fprintf(stderr, "conprof-console: retention: deleted %lld profiles\n", (long long)removed);
+        console_log("retention: deleted %lld profiles", (long long)removed);
     srv->last_retention = now;
 }
 
@@ -550,7 +550,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     struct server *srv = lws_container_of(sul, struct server, tick_sul);
     struct cp_err err = {0};
     int64_t now = now_s();
-    if (hub_tick(srv->hub, now, &err)) fprintf(stderr, "conprof-console: tick: %s\n", err.msg);
+    if (hub_tick(srv->hub, now, &err)) console_log("tick: %s", err.msg);
     if (now - srv->last_retention >= RETENTION_EVERY_S) run_retention(srv, now);
     lws_sul_schedule(srv->context, 0, &srv->tick_sul, on_tick,
                      (lws_usec_t)srv->opts->tick_ms * LWS_US_PER_MS);
@@ -690,12 +690,11 @@ int console_server_run(const struct console_options *opts, volatile sig_atomic_t
         server_close(&srv);
         return -1;
     }
-    fprintf(stderr, "conprof-console: listening on %s://%s:%d, data in %s\n",
-            opts->cert_path ? "https" : "http", opts->listen_host, opts->listen_port,
-            opts->data_dir);
+    console_log("listening on %s://%s:%d, data in %s", opts->cert_path ? "https" : "http",
+                opts->listen_host, opts->listen_port, opts->data_dir);
     while (!*stop)
         if (lws_service(srv.context, 0) < 0) break;
-    fprintf(stderr, "conprof-console: shutting down\n");
+    console_log("shutting down");
     server_close(&srv);
     return 0;
 }
